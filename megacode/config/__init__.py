@@ -1,0 +1,24 @@
+"""Run configuration: typed dataclasses, the flavor registry, YAML loading, layout checks."""
+
+from megacode.config.flavors import FLAVORS, Flavor, get_flavor
+from megacode.config.layout import Layout, resolve_layout
+from megacode.config.loader import config_from_dict, load_config
+from megacode.config.schema import (
+    CheckpointConfig,
+    ConfigError,
+    DataConfig,
+    FimConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimConfig,
+    ParallelConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "FLAVORS", "Flavor", "get_flavor", "Layout", "resolve_layout", "config_from_dict", "load_config",
+    "CheckpointConfig", "ConfigError", "DataConfig", "FimConfig", "LoggingConfig", "ModelConfig",
+    "OptimConfig", "ParallelConfig", "RunConfig", "ScheduleConfig", "TrainConfig",
+]

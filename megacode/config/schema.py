@@ -1,0 +1,232 @@
+"""Typed run configuration: one dataclass per concern, validated on construction.
+
+Core code receives these objects, never a global args namespace. `megacode.config.loader`
+is the one boundary that turns YAML files and `key=value` overrides into them. Every
+`__post_init__` error names the offending values so a bad config fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A configuration value or combination is invalid; the message names the values."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    flavor: str = "tiny"
+    """Name in `megacode.models.flavors.FLAVORS` (`tiny`, `codellama-7b`, ...)."""
+    rope_base: Optional[float] = None
+    """RoPE base θ; None keeps the flavor's (10,000 for Llama 2; 1,000,000 after long-context FT)."""
+    num_layers: Optional[int] = None
+    """Override the flavor's layer count (GPU checks run a 7B shape with fewer layers)."""
+    init_method_std: float = 0.02
+    """Std of the normal initialisation of fresh weights."""
+    make_vocab_size_divisible_by: int = 128
+    """Embedding rows are padded to a multiple of this times TP (Megatron convention)."""
+    fp8: bool = False
+    """Use Transformer Engine FP8 (delayed scaling recipe) for the linear layers; needs TE + CUDA."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_layers is None or self.num_layers > 0,
+                 f"model.num_layers must be positive, got {self.num_layers}")
+        _require(self.rope_base is None or self.rope_base > 0,
+                 f"model.rope_base must be positive, got {self.rope_base}")
+        _require(self.make_vocab_size_divisible_by > 0,
+                 f"model.make_vocab_size_divisible_by must be positive, got {self.make_vocab_size_divisible_by}")
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1
+    """Tensor-parallel size."""
+    pp: int = 1
+    """Pipeline-parallel size."""
+    vp: Optional[int] = None
+    """Virtual pipeline stages per pipeline rank (interleaved 1F1B); None = plain 1F1B."""
+    sequence_parallel: bool = False
+    """Shard activations along the sequence in norm/dropout regions (needs tp > 1)."""
+    distributed_optimizer: bool = True
+    """Shard optimizer state across data-parallel ranks (Megatron's distributed optimizer)."""
+    overlap_grad_reduce: bool = True
+    """Overlap DP gradient reduce-scatter with backward (used only on CUDA; gloo runs it synchronously)."""
+    timeout_minutes: int = 10
+    """Collective timeout: a dead or hung rank stops the job after this long."""
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"parallel.{name} must be an integer >= 1, got {value!r}")
+        _require(self.vp is None or (isinstance(self.vp, int) and self.vp >= 1),
+                 f"parallel.vp must be None or an integer >= 1, got {self.vp!r}")
+        _require(self.vp is None or self.vp == 1 or self.pp > 1,
+                 f"parallel.vp={self.vp} needs parallel.pp > 1, got pp={self.pp}")
+        _require(not self.sequence_parallel or self.tp > 1,
+                 f"parallel.sequence_parallel needs parallel.tp > 1, got tp={self.tp}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with the Llama 2 / Code Llama defaults (DESIGN.md §1)."""
+
+    lr: float = 3e-4
+    """Peak learning rate (3e-4 for 7B/13B stage 1)."""
+    min_lr: Optional[float] = None
+    """Final learning rate; None means lr / 30 as in the recipe."""
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-5
+    clip_grad: float = 1.0
+    """Global gradient-norm clip; 0 disables."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, f"optim.lr must be positive, got {self.lr}")
+        if self.min_lr is None:
+            self.min_lr = self.lr / 30.0
+        _require(0 <= self.min_lr <= self.lr, f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        _require(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1,
+                 f"optim.adam_beta1/2 must be in [0, 1), got {self.adam_beta1}, {self.adam_beta2}")
+        _require(self.clip_grad >= 0, f"optim.clip_grad must be >= 0, got {self.clip_grad}")
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_iters: int = 1000
+    """Linear warm-up steps (1000 in every Code Llama stage)."""
+    decay_iters: Optional[int] = None
+    """Steps of cosine decay from peak to min_lr; None = train.iters."""
+    style: str = "cosine"
+    """`cosine`, `linear` or `constant` after warm-up."""
+
+    def __post_init__(self) -> None:
+        _require(self.warmup_iters >= 0, f"schedule.warmup_iters must be >= 0, got {self.warmup_iters}")
+        _require(self.style in ("cosine", "linear", "constant"),
+                 f"schedule.style must be cosine, linear or constant, got {self.style!r}")
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 100
+    """Optimizer steps to run in this stage (total, counting resumed ones)."""
+    global_batch_tokens: int = 4 * 1024 * 1024
+    """Tokens per optimizer step across all data-parallel ranks (4M in stage 1)."""
+    micro_batch_size: int = 1
+    """Sequences per micro-batch per rank."""
+    eval_interval: int = 0
+    """Run validation every this many steps; 0 disables."""
+    eval_iters: int = 2
+    """Global batches per validation run."""
+    exit_interval: int = 0
+    """Stop (after saving) once this many steps ran in this process; 0 disables. Used by tests."""
+
+    def __post_init__(self) -> None:
+        _require(self.iters >= 0, f"train.iters must be >= 0, got {self.iters}")
+        _require(self.global_batch_tokens > 0, f"train.global_batch_tokens must be positive, got {self.global_batch_tokens}")
+        _require(self.micro_batch_size >= 1, f"train.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+
+
+@dataclass
+class FimConfig:
+    """Code Llama fill-in-the-middle (DESIGN.md §1)."""
+
+    enabled: bool = False
+    rate: float = 0.9
+    """Probability of transforming an eligible document."""
+    spm_rate: float = 0.5
+    """Share of transformed documents laid out as SPM (the rest PSM)."""
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.rate <= 1, f"data.fim.rate must be in [0, 1], got {self.rate}")
+        _require(0 <= self.spm_rate <= 1, f"data.fim.spm_rate must be in [0, 1], got {self.spm_rate}")
+
+
+@dataclass
+class DataConfig:
+    seq_length: int = 4096
+    """Tokens per training sequence (4096 stages 1/2/4, 16384 long-context)."""
+    paths: list = field(default_factory=list)
+    """Blend: list of {path: PREFIX, weight: W}; empty means the synthetic token stream."""
+    valid_paths: list = field(default_factory=list)
+    """Validation blend; empty means a split of `paths` (see `split`)."""
+    split: str = "99,1"
+    """Train/valid split of each dataset's documents, in parts."""
+    tokenizer_model: Optional[str] = None
+    """SentencePiece model file; needed for FIM and decoding."""
+    vocab_size: Optional[int] = None
+    """Vocabulary size before TP padding; None = the flavor's."""
+    cache_dir: Optional[str] = None
+    """Where sample/blend indices are cached; None = beside the first dataset."""
+    num_workers: int = 2
+    """Loader threads preparing samples."""
+    fim: FimConfig = field(default_factory=FimConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.seq_length >= 8, f"data.seq_length must be >= 8, got {self.seq_length}")
+        _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        parts = self.split.split(",")
+        _require(len(parts) == 2 and all(p.strip().replace(".", "", 1).isdigit() for p in parts),
+                 f"data.split must be 'train,valid' parts like '99,1', got {self.split!r}")
+        for entry in list(self.paths) + list(self.valid_paths):
+            _require(isinstance(entry, dict) and "path" in entry,
+                     f"data.paths entries must be {{path: PREFIX, weight: W}}, got {entry!r}")
+            _require(float(entry.get("weight", 1.0)) > 0,
+                     f"data.paths weight must be positive, got {entry!r}")
+
+
+@dataclass
+class CheckpointConfig:
+    dir: Optional[str] = None
+    """Directory for checkpoints (iter_XXXXXXX/ plus latest_checkpointed_iteration.txt)."""
+    interval: int = 0
+    """Save every this many steps; 0 saves only at the end."""
+    load: Optional[str] = None
+    """Checkpoint directory to resume from (defaults to `dir` when it holds one)."""
+    load_step: Optional[int] = None
+    """Load this step instead of the latest."""
+    finetune: bool = False
+    """Load weights only: fresh optimizer, schedule and step counter (a new recipe stage)."""
+    keep_last: int = 0
+    """Keep only the newest K checkpoints (0 keeps all)."""
+    save_at_end: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.interval >= 0, f"checkpoint.interval must be >= 0, got {self.interval}")
+        _require(self.keep_last >= 0, f"checkpoint.keep_last must be >= 0, got {self.keep_last}")
+
+
+@dataclass
+class LoggingConfig:
+    dir: Optional[str] = None
+    """TensorBoard event directory; None disables TensorBoard (console only)."""
+    interval: int = 1
+    """Log every this many steps."""
+
+    def __post_init__(self) -> None:
+        _require(self.interval >= 1, f"logging.interval must be >= 1, got {self.interval}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 1234
+    """Seeds weights, data order and dropout; every random choice derives from it."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
