@@ -5,6 +5,7 @@ isolation would make pip fetch another torch into the build environment. The GPU
 (Transformer Engine) is the ``gpu`` extra; apex stays optional and is never required.
 """
 
+import os
 from pathlib import Path
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -17,6 +18,11 @@ CXX_FLAGS = ["-O3", "-std=c++17", "-fvisibility=hidden"]
 EXTENSIONS = [
     # Add entries as Pybind11Extension("megacode._<name>", ["csrc/<name>.cpp"], extra_compile_args=CXX_FLAGS)
 ]
+
+# MEGACODE_EXTENSIONS=indexed,fim rebuilds only those (developers iterating on one extension).
+_only = {n.strip() for n in os.environ.get("MEGACODE_EXTENSIONS", "").split(",") if n.strip()}
+if _only:
+    EXTENSIONS = [e for e in EXTENSIONS if e.name.rsplit("._", 1)[-1] in _only]
 
 INSTALL_REQUIRES = [
     "torch==2.13.0",
