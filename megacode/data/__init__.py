@@ -1,0 +1,1 @@
+"""Data path: indexed datasets, sample/blend indices, packed and blended training datasets."""
