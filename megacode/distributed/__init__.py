@@ -1,0 +1,1 @@
+"""Process groups, Megatron parallel state, and the CPU mapping of Megatron-Core."""

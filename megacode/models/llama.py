@@ -1,0 +1,124 @@
+"""Llama 2 / Code Llama on Megatron-Core's GPTModel.
+
+Architecture (DESIGN.md §2): pre-norm RMSNorm (eps 1e-5), SwiGLU MLP (`linear_fc1` = [gate; up]),
+rotary embeddings (rotate-half, base θ configurable), grouped-query attention, no biases,
+untied input embedding and output layer. Which kernels implement it comes from `specs.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.transformer import TransformerConfig
+
+from megacode.config import ConfigError, Flavor, Layout, RunConfig, get_flavor
+from megacode.models.specs import decoder_block_spec, te_available
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
+    """Round the vocabulary up to a multiple of `divisible_by`, independent of TP.
+
+    Megatron-LM pads to a multiple of divisible_by × TP, so the embedding shape changes with
+    TP and a checkpoint cannot move between TP sizes; a TP-independent padding keeps every
+    layout's tensors the same shape. 32,016 → 32,128, which TP 2/4/8/16/32/64/128 divide.
+    """
+    padded = -(-vocab_size // divisible_by) * divisible_by
+    if padded % tp != 0:
+        raise ConfigError(f"padded vocabulary {padded} (vocab {vocab_size} rounded to a multiple of "
+                          f"model.make_vocab_size_divisible_by={divisible_by}) is not divisible by parallel.tp={tp}")
+    return padded
+
+
+def rope_base(cfg: RunConfig, flavor: Flavor) -> float:
+    return cfg.model.rope_base if cfg.model.rope_base is not None else flavor.rope_base
+
+
+def vocab_size(cfg: RunConfig, flavor: Flavor) -> int:
+    return cfg.data.vocab_size if cfg.data.vocab_size is not None else flavor.vocab_size
+
+
+def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[torch.dtype] = None,
+                       use_cpu_initialization: Optional[bool] = None) -> TransformerConfig:
+    """Megatron TransformerConfig for the flavor at this layout (BF16 on GPU, FP32 on CPU)."""
+    flavor = get_flavor(cfg.model.flavor)
+    on_gpu = torch.cuda.is_available()
+    dtype = params_dtype or (torch.bfloat16 if on_gpu else torch.float32)
+    fp8 = {"fp8": "hybrid", "fp8_recipe": "delayed"} if cfg.model.fp8 else {}
+    return TransformerConfig(
+        num_layers=layout.num_layers,
+        hidden_size=flavor.hidden_size,
+        num_attention_heads=flavor.num_attention_heads,
+        num_query_groups=flavor.num_query_groups,
+        ffn_hidden_size=flavor.ffn_hidden_size,
+        kv_channels=flavor.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=flavor.norm_epsilon,
+        gated_linear_unit=True,  # SwiGLU: silu(gate) * up
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=cfg.model.init_method_std,
+        tensor_model_parallel_size=layout.tp,
+        pipeline_model_parallel_size=layout.pp,
+        virtual_pipeline_model_parallel_size=layout.vp,
+        sequence_parallel=cfg.parallel.sequence_parallel,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        # Loss is summed over tokens and divided by the global token count once, so micro-batch
+        # and DP splits of one global batch give the same gradient (and masked losses are exact).
+        calculate_per_token_loss=True,
+        use_cpu_initialization=not on_gpu if use_cpu_initialization is None else use_cpu_initialization,
+        gradient_accumulation_fusion=False,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=on_gpu,
+        apply_rope_fusion=False,
+        persist_layer_norm=False,
+        deallocate_pipeline_outputs=True,
+        **fp8,
+    )
+
+
+def build_model_chunk(cfg: RunConfig, config: TransformerConfig, vp_stage: Optional[int],
+                      pre_process: bool, post_process: bool, use_te: bool) -> GPTModel:
+    flavor = get_flavor(cfg.model.flavor)
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=decoder_block_spec(config, use_te, vp_stage=vp_stage),
+        vocab_size=padded_vocab_size(vocab_size(cfg, flavor), cfg.model.make_vocab_size_divisible_by,
+                                     config.tensor_model_parallel_size),
+        max_sequence_length=cfg.data.seq_length,
+        pre_process=pre_process,
+        post_process=post_process,
+        share_embeddings_and_output_weights=False,
+        position_embedding_type="rope",
+        rotary_percent=1.0,
+        rotary_base=rope_base(cfg, flavor),
+        vp_stage=vp_stage,
+    )
+
+
+def build_model(cfg: RunConfig, layout: Layout, use_te: Optional[bool] = None) -> list[GPTModel]:
+    """This rank's model chunks (one per virtual pipeline stage), on its device, not yet wrapped."""
+    if use_te is None:
+        use_te = te_available()
+    config = transformer_config(cfg, layout)
+    chunks = []
+    for vp_stage in range(layout.vp or 1):
+        stage = vp_stage if layout.vp else None
+        chunk = build_model_chunk(
+            cfg, config, stage,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            use_te=use_te)
+        if torch.cuda.is_available():
+            chunk.cuda(torch.cuda.current_device())
+        chunks.append(chunk)
+    return chunks
