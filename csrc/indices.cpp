@@ -1,0 +1,205 @@
+// Sample and blend indices for packed GPT-style training (wrapped by megacode/data/indices.py).
+//
+// Arrays built here (T is int32 or int64, chosen by the wrapper from the largest value):
+//   document order   T[E * N]        E epochs of the N split documents, each epoch its own
+//                                    permutation drawn from the stream (seed, epoch + 1)
+//   shuffle index    T[n]            a permutation of 0..n-1 from the stream (seed, 0)
+//   sample index     T[M + 1, 2]     row i = (position k in the document order, token offset) of
+//                                    global token i * seq_length in the concatenation of the
+//                                    documents in that order; sample i is the seq_length + 1
+//                                    tokens from row i to row i + 1 inclusive, so consecutive
+//                                    samples overlap by one token (inputs / shifted labels).
+//                                    Offsets always point at a real token (empty documents are
+//                                    skipped), the same rows Megatron-Core's build_sample_idx gives.
+//   blend index      int16[n], int64[n]  dataset of sample s and its running sample count there:
+//                                    s goes to the dataset furthest below weight * (s + 1).
+//
+// Random numbers: SplitMix64 (Steele et al. 2014). A stream (seed, id) starts from
+// state = seed XOR id * 0xD1B54A32D192ED03, advanced once; bounded draws use Lemire's
+// multiply-shift with rejection, so results are identical on every platform and compiler
+// (std::shuffle and std::uniform_int_distribution are not). Fisher-Yates runs i = n-1 .. 1,
+// swapping a[i] with a[draw(i + 1)]. tests/data/test_indices.py re-implements this in Python.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+class SplitMix64 {
+ public:
+  SplitMix64(uint64_t seed, uint64_t stream) : state_(seed ^ (stream * 0xD1B54A32D192ED03ULL)) { next(); }
+
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+
+  // Uniform integer in [0, n), n >= 1, without modulo bias.
+  uint64_t below(uint64_t n) {
+    unsigned __int128 m = static_cast<unsigned __int128>(next()) * n;
+    uint64_t low = static_cast<uint64_t>(m);
+    if (low < n) {
+      const uint64_t threshold = (0 - n) % n;
+      while (low < threshold) {
+        m = static_cast<unsigned __int128>(next()) * n;
+        low = static_cast<uint64_t>(m);
+      }
+    }
+    return static_cast<uint64_t>(m >> 64);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+template <typename T>
+void fisher_yates(T* a, int64_t n, SplitMix64& rng) {
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i) + 1));
+    std::swap(a[i], a[j]);
+  }
+}
+
+// docs: [N] document ids; returns T[num_epochs * N], epoch e a permutation of docs.
+template <typename T>
+py::array_t<T> build_document_order(py::array_t<int64_t, py::array::c_style | py::array::forcecast> docs,
+                                    int64_t num_epochs, uint64_t seed) {
+  if (num_epochs < 1) throw std::invalid_argument("num_epochs must be >= 1, got " + std::to_string(num_epochs));
+  const int64_t n = docs.shape(0);
+  py::array_t<T> out(static_cast<py::ssize_t>(n * num_epochs));
+  const int64_t* src = docs.data();
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (int64_t e = 0; e < num_epochs; ++e) {
+      T* epoch = dst + e * n;
+      for (int64_t i = 0; i < n; ++i) epoch[i] = static_cast<T>(src[i]);
+      SplitMix64 rng(seed, static_cast<uint64_t>(e) + 1);
+      fisher_yates(epoch, n, rng);
+    }
+  }
+  return out;
+}
+
+// Returns a permutation of 0..n-1 from the stream (seed, stream).
+template <typename T>
+py::array_t<T> build_shuffle_index(int64_t n, uint64_t seed, uint64_t stream) {
+  if (n < 0) throw std::invalid_argument("shuffle size must be >= 0, got " + std::to_string(n));
+  py::array_t<T> out(static_cast<py::ssize_t>(n));
+  T* a = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    for (int64_t i = 0; i < n; ++i) a[i] = static_cast<T>(i);
+    SplitMix64 rng(seed, stream);
+    fisher_yates(a, n, rng);
+  }
+  return out;
+}
+
+// sizes: [num documents] int32 token counts indexed by document id; order: T[K] document ids.
+// Returns T[num_samples + 1, 2] (see the header). Each id is checked against len(sizes) before
+// its size is read, and running off the end of the order (too few tokens) raises.
+template <typename T>
+py::array_t<T> build_sample_index(py::array_t<int32_t, py::array::c_style | py::array::forcecast> sizes_arr,
+                                  py::array_t<T, py::array::c_style | py::array::forcecast> order_arr,
+                                  int64_t seq_length, int64_t num_samples) {
+  if (seq_length < 1) throw std::invalid_argument("seq_length must be >= 1, got " + std::to_string(seq_length));
+  if (num_samples < 0) throw std::invalid_argument("num_samples must be >= 0, got " + std::to_string(num_samples));
+  const int32_t* sizes = sizes_arr.data();
+  const T* order = order_arr.data();
+  const int64_t K = order_arr.shape(0);
+  const int64_t num_docs = sizes_arr.shape(0);
+  py::array_t<T> out({static_cast<py::ssize_t>(num_samples + 1), static_cast<py::ssize_t>(2)});
+  T* rows = out.mutable_data();
+  bool ran_out = false;
+  int64_t bad_id = -1, bad_pos = -1;
+  {
+    py::gil_scoped_release release;
+    int64_t k = 0;        // position in the document order
+    int64_t offset = 0;   // token offset inside document order[k]
+    int64_t need = 0;     // tokens still to advance before the next row
+    for (int64_t i = 0; i <= num_samples; ++i) {
+      // Advance `need` tokens, landing on a real token (skips empty documents).
+      while (true) {
+        if (k >= K) { ran_out = true; break; }
+        // The document sizes are looked up in shuffled order: prefetch a few ahead, the
+        // random reads into a large sizes array otherwise dominate the loop.
+        if (k + 16 < K) __builtin_prefetch(sizes + order[k + 16]);
+        const int64_t doc = static_cast<int64_t>(order[k]);
+        if (doc < 0 || doc >= num_docs) { bad_id = doc; bad_pos = k; break; }
+        const int64_t rest = static_cast<int64_t>(sizes[doc]) - offset;
+        if (need < rest) { offset += need; break; }
+        need -= rest;
+        ++k;
+        offset = 0;
+      }
+      if (ran_out || bad_pos >= 0) break;
+      rows[2 * i] = static_cast<T>(k);
+      rows[2 * i + 1] = static_cast<T>(offset);
+      need = seq_length;
+    }
+  }
+  if (bad_pos >= 0)
+    throw std::invalid_argument("document order position " + std::to_string(bad_pos) + " holds id " +
+                                std::to_string(bad_id) + ", outside [0, " + std::to_string(num_docs) + ")");
+  if (ran_out)
+    throw std::invalid_argument("document order holds too few tokens for " + std::to_string(num_samples) +
+                                " samples of " + std::to_string(seq_length) + " + 1 tokens");
+  return out;
+}
+
+// weights: [D] positive, summing to 1. Returns (dataset index int16[n], sample index int64[n]).
+py::tuple build_blend_index(py::array_t<double, py::array::c_style | py::array::forcecast> weights_arr,
+                            int64_t n) {
+  const int64_t D = weights_arr.shape(0);
+  if (D < 1 || D > std::numeric_limits<int16_t>::max())
+    throw std::invalid_argument("number of datasets must be in [1, 32767], got " + std::to_string(D));
+  if (n < 0) throw std::invalid_argument("num_samples must be >= 0, got " + std::to_string(n));
+  const double* w = weights_arr.data();
+  py::array_t<int16_t> dataset_index(static_cast<py::ssize_t>(n));
+  py::array_t<int64_t> dataset_sample_index(static_cast<py::ssize_t>(n));
+  int16_t* di = dataset_index.mutable_data();
+  int64_t* dsi = dataset_sample_index.mutable_data();
+  {
+    py::gil_scoped_release release;
+    std::vector<int64_t> taken(static_cast<size_t>(D), 0);
+    for (int64_t s = 0; s < n; ++s) {
+      const double target = static_cast<double>(s + 1);
+      int64_t best = 0;
+      double best_gap = w[0] * target - static_cast<double>(taken[0]);
+      for (int64_t d = 1; d < D; ++d) {
+        const double gap = w[d] * target - static_cast<double>(taken[d]);
+        if (gap > best_gap) { best_gap = gap; best = d; }
+      }
+      di[s] = static_cast<int16_t>(best);
+      dsi[s] = taken[best]++;
+    }
+  }
+  return py::make_tuple(dataset_index, dataset_sample_index);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_indices, m) {
+  m.doc() = "Document order, sample, shuffle and blend indices (see csrc/indices.cpp)";
+  m.def("build_document_order_int32", &build_document_order<int32_t>, py::arg("docs"), py::arg("num_epochs"), py::arg("seed"));
+  m.def("build_document_order_int64", &build_document_order<int64_t>, py::arg("docs"), py::arg("num_epochs"), py::arg("seed"));
+  m.def("build_shuffle_index_int32", &build_shuffle_index<int32_t>, py::arg("n"), py::arg("seed"), py::arg("stream"));
+  m.def("build_shuffle_index_int64", &build_shuffle_index<int64_t>, py::arg("n"), py::arg("seed"), py::arg("stream"));
+  m.def("build_sample_index_int32", &build_sample_index<int32_t>, py::arg("sizes"), py::arg("order"),
+        py::arg("seq_length"), py::arg("num_samples"));
+  m.def("build_sample_index_int64", &build_sample_index<int64_t>, py::arg("sizes"), py::arg("order"),
+        py::arg("seq_length"), py::arg("num_samples"));
+  m.def("build_blend_index", &build_blend_index, py::arg("weights"), py::arg("num_samples"));
+}
