@@ -129,8 +129,8 @@ def _patch_torch_cuda() -> None:
     # The RNG tracker keeps per-region CUDA generator states; the CPU generator stands in.
     cuda.get_rng_state = lambda *args, **kwargs: torch.get_rng_state()
     cuda.set_rng_state = lambda state, *args, **kwargs: torch.set_rng_state(state)
-    cuda.manual_seed = lambda seed: torch.manual_seed(seed)
-    cuda.manual_seed_all = lambda seed: torch.manual_seed(seed)
+    cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(seed)
+    cuda.manual_seed_all = lambda seed: None  # torch.manual_seed already seeded the CPU generator
     cuda.random.get_rng_state = cuda.get_rng_state
     cuda.random.set_rng_state = cuda.set_rng_state
     cuda.nvtx.range_push = lambda *args, **kwargs: None

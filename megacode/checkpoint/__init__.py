@@ -1,0 +1,1 @@
+"""Distributed checkpoints (Megatron dist_checkpointing, torch_dist) and the latest-step tracker."""

@@ -1,0 +1,177 @@
+"""Save and load training state with Megatron-Core `dist_checkpointing` (torch_dist format).
+
+A checkpoint holds: the model (sharded tensors with global keys, so any TP/PP/VP/DP layout
+can load it), the optimizer (distributed optimizer in its `fully_reshardable` form, also
+layout-independent), the LR scheduler, the step and consumed samples, the run config and
+layout, and each rank's RNG state (restored only when the layout is unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+from megacode.checkpoint.tracker import read_tracker, step_dir, write_tracker
+from megacode.config import Layout
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+@dataclass
+class TrainState:
+    """What the loop needs back from a checkpoint besides weights and optimizer."""
+
+    step: int = 0
+    consumed_train_samples: int = 0
+    consumed_valid_samples: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _layout_key(layout: Layout) -> dict:
+    return {"tp": layout.tp, "pp": layout.pp, "vp": layout.vp, "dp": layout.dp}
+
+
+def _rng_state() -> dict:
+    return {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _rng_sharded_object(layout: Layout, state: Optional[dict]) -> ShardedObject:
+    """One RNG state per (PP, TP, DP) rank: the whole grid is saved, each rank writes its cell."""
+    ranks = (parallel_state.get_pipeline_model_parallel_rank(),
+             parallel_state.get_tensor_model_parallel_rank(),
+             parallel_state.get_data_parallel_rank())
+    return ShardedObject("rng_state", state, (layout.pp, layout.tp, layout.dp), ranks, replica_id=0)
+
+
+def _model_sharded_state_dict(model: list) -> dict:
+    if len(model) == 1:
+        return {"model": model[0].sharded_state_dict()}
+    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(model)}
+
+
+def _merged_model_sd(sharded: dict) -> dict:
+    merged = {}
+    for key in sorted(k for k in sharded if k.startswith("model")):
+        merged.update(sharded[key])
+    return merged
+
+
+def build_sharded_state_dict(model: list, optimizer, scheduler, state: TrainState, layout: Layout,
+                             config_dict: dict, is_loading: bool, with_optimizer: bool = True,
+                             with_rng: bool = True) -> dict:
+    sharded = _model_sharded_state_dict(model)
+    if with_optimizer and optimizer is not None:
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            _merged_model_sd(sharded), is_loading=is_loading, metadata=OPTIMIZER_SHARDING)
+    if with_rng:
+        sharded["rng_state"] = _rng_sharded_object(layout, None if is_loading else _rng_state())
+    sharded["common"] = {
+        "format_version": FORMAT_VERSION,
+        "step": state.step,
+        "consumed_train_samples": state.consumed_train_samples,
+        "consumed_valid_samples": state.consumed_valid_samples,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "config": config_dict,
+        "layout": _layout_key(layout),
+        "extra": state.extra,
+    }
+    return sharded
+
+
+def save_checkpoint(root: str | Path, model: list, optimizer, scheduler, state: TrainState,
+                    layout: Layout, config_dict: dict) -> Path:
+    """All ranks call this. The tracker moves to this step only after every rank finished."""
+    root = Path(root)
+    target = step_dir(root, state.step)
+    if dist.get_rank() == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # leftovers of a save that died: never the latest, safe to replace
+            shutil.rmtree(target)
+        target.mkdir()
+    dist.barrier()
+    sharded = build_sharded_state_dict(model, optimizer, scheduler, state, layout, config_dict, is_loading=False)
+    dist_checkpointing.save(sharded, str(target))
+    dist.barrier()
+    if dist.get_rank() == 0:
+        write_tracker(root, state.step)
+    dist.barrier()
+    return target
+
+
+def resolve_load_dir(root: str | Path, step: Optional[int]) -> Optional[Path]:
+    """The checkpoint directory for `step` (or the tracker's latest); None if there is none."""
+    if step is None:
+        step = read_tracker(root)
+        if step is None:
+            return None
+    target = step_dir(root, step)
+    if not target.is_dir():
+        raise FileNotFoundError(f"checkpoint step {step} not found: {target} does not exist")
+    return target
+
+
+def read_common(ckpt_dir: str | Path) -> dict:
+    """The non-sharded part (step, config, layout, ...) without touching any tensor."""
+    return dist_checkpointing.load_common_state_dict(str(ckpt_dir))["common"]
+
+
+def load_checkpoint(ckpt_dir: str | Path, model: list, optimizer, scheduler, layout: Layout,
+                    config_dict: dict, finetune: bool = False) -> TrainState:
+    """Load into the already-built model (and optimizer/scheduler unless `finetune`).
+
+    `finetune=True` starts a new recipe stage: weights only, fresh optimizer, schedule and step.
+    """
+    common = read_common(ckpt_dir)
+    same_layout = common["layout"] == _layout_key(layout)
+    with_optimizer = not finetune and optimizer is not None
+    with_rng = not finetune and same_layout
+    if not finetune and not same_layout and dist.get_rank() == 0:
+        log.info("checkpoint layout %s differs from run layout %s: model and optimizer are resharded, "
+                 "RNG states start fresh", common["layout"], _layout_key(layout))
+    template = build_sharded_state_dict(model, optimizer, scheduler, TrainState(), layout, config_dict,
+                                        is_loading=True, with_optimizer=with_optimizer, with_rng=with_rng)
+    template.pop("common")
+    loaded = dist_checkpointing.load(template, str(ckpt_dir))
+    if len(model) == 1:
+        model[0].load_state_dict(loaded["model"])
+    else:
+        for i, chunk in enumerate(model):
+            chunk.load_state_dict(loaded[f"model{i}"])
+    if finetune:
+        return TrainState()
+    if with_optimizer:
+        optimizer.load_state_dict(loaded["optimizer"])
+    if scheduler is not None and common["scheduler"] is not None:
+        scheduler.load_state_dict(common["scheduler"])
+    if with_rng:
+        _set_rng_state(loaded["rng_state"])
+    return TrainState(step=common["step"], consumed_train_samples=common["consumed_train_samples"],
+                      consumed_valid_samples=common["consumed_valid_samples"], extra=common.get("extra", {}))

@@ -1,0 +1,67 @@
+"""Entry point: `torchrun --nproc-per-node N -m megacode.train --config FILE [key=value ...]`.
+
+Config, build, train, close. A bad config fails before any process group exists, with one
+line from rank 0 and exit code 2 from every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from megacode.config import ConfigError, load_config, resolve_layout
+
+EXIT_CONFIG_ERROR = 2
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m megacode.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML run config (configs/...)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="validate the config for WORLD_SIZE processes and exit")
+    parser.add_argument("--history-json", default=None,
+                        help="write this process's step losses/grad norms as JSON (used by tests)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iters=20 parallel.tp=2")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from megacode.distributed.init import rank_from_env, world_size_from_env
+
+    args = parse_args(argv)
+    rank = rank_from_env()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        layout = resolve_layout(cfg, world_size_from_env())
+    except ConfigError as err:
+        if rank == 0:
+            print(f"megacode: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.check_only:
+        if rank == 0:
+            print(f"config OK: {layout}")
+        return 0
+
+    from megacode.distributed.init import destroy, init_model_parallel, init_process_group
+    from megacode.training.logger import setup_console
+    from megacode.training.trainer import build_run, train
+
+    setup_console(rank)
+    init_process_group(cfg.parallel)
+    try:
+        init_model_parallel(layout, cfg.seed)
+        run = build_run(cfg, layout)
+        history = train(run)
+        run.logger.close()
+        if args.history_json and rank == 0:
+            with open(args.history_json, "w") as handle:
+                json.dump([vars(step) for step in history], handle)
+    finally:
+        destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: batches, the forward/loss step, optimizer and schedule, metrics, the loop."""

@@ -1,0 +1,201 @@
+"""The training loop: build everything for a run, step with Megatron's schedules, evaluate, save.
+
+One optimizer step: every rank takes its micro-batches by global sample index, Megatron-Core's
+`get_forward_backward_func` runs 1F1B (or interleaved 1F1B with virtual stages, or no
+pipelining) with DDP gradient reduction, the (distributed) optimizer clips and steps, the
+scheduler advances. Losses are reduced so that every rank sees the global-batch mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
+from megacode.config import Layout, RunConfig, get_flavor
+from megacode.data.synthetic import SyntheticTokens
+from megacode.models.llama import build_model, transformer_config, vocab_size
+from megacode.training.batches import chunk_iterators, step_microbatches
+from megacode.training.logger import MetricsLogger
+from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
+from megacode.training.optimizer import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
+from megacode.training.step import forward_step, reduce_step_loss
+
+log = logging.getLogger("megacode")
+
+# Fault injection for the resume tests: SIGKILL every rank right after this step completes.
+KILL_AFTER_STEP_ENV = "MEGACODE_TEST_KILL_AFTER_STEP"
+
+
+@dataclass
+class StepResult:
+    step: int
+    loss: float
+    grad_norm: Optional[float]
+    lr: float
+    seconds: float
+    skipped: bool = False
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    layout: Layout
+    model: list
+    optimizer: object
+    scheduler: object
+    train_data: object
+    valid_data: object
+    state: TrainState
+    device: torch.device
+    logger: MetricsLogger
+    history: list = field(default_factory=list)
+
+
+def build_datasets(cfg: RunConfig, layout: Layout):
+    """Indexed-dataset blend from `data.paths`, or the synthetic stream when none is given."""
+    flavor = get_flavor(cfg.model.flavor)
+    if not cfg.data.paths:
+        vocab = vocab_size(cfg, flavor)
+        return (SyntheticTokens(vocab, cfg.data.seq_length, cfg.seed),
+                SyntheticTokens(vocab, cfg.data.seq_length, cfg.seed + 1))
+    from megacode.data.gpt_dataset import build_datasets as build_indexed
+
+    num_train = cfg.train.iters * layout.global_batch_size
+    num_valid = max(cfg.train.eval_iters, 1) * layout.global_batch_size
+    return build_indexed(cfg.data, cfg.seed, num_train, num_valid)
+
+
+def build_run(cfg: RunConfig, layout: Layout) -> Run:
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    config = transformer_config(cfg, layout)
+    chunks = build_model(cfg, layout)
+    model = wrap_ddp(chunks, config, cfg)
+    attach_schedule_hooks(config, model)
+    optimizer = build_optimizer(model, cfg, config.params_dtype)
+    scheduler = build_scheduler(optimizer, cfg)
+    train_data, valid_data = build_datasets(cfg, layout)
+    logger = MetricsLogger(cfg.logging.dir, enabled=torch.distributed.get_rank() == 0)
+    run = Run(cfg, layout, model, optimizer, scheduler, train_data, valid_data, TrainState(), device, logger)
+    _maybe_load(run)
+    return run
+
+
+def _maybe_load(run: Run) -> None:
+    ckpt = run.cfg.checkpoint
+    root = ckpt.load or ckpt.dir
+    if root is None:
+        return
+    target = resolve_load_dir(root, ckpt.load_step)
+    if target is None:
+        if ckpt.load is not None:
+            raise FileNotFoundError(f"checkpoint.load={ckpt.load} holds no checkpoint "
+                                    f"(no latest_checkpointed_iteration.txt)")
+        return
+    run.state = load_checkpoint(target, run.model, run.optimizer, run.scheduler, run.layout,
+                                run.cfg.to_dict(), finetune=ckpt.finetune)
+    log.info("loaded %s%s: resuming at step %d, %d samples consumed", target,
+             " (weights only, new stage)" if ckpt.finetune else "", run.state.step,
+             run.state.consumed_train_samples)
+
+
+def _forward_backward(run: Run, dataset, consumed: int, forward_only: bool) -> list:
+    layout = run.layout
+    batches = step_microbatches(dataset, consumed, layout, parallel_state.get_data_parallel_rank(), run.device)
+    return get_forward_backward_func()(
+        forward_step_func=forward_step,
+        data_iterator=chunk_iterators(batches, len(run.model)),
+        model=run.model,
+        num_microbatches=layout.num_microbatches,
+        seq_length=run.cfg.data.seq_length,
+        micro_batch_size=layout.micro_batch_size,
+        forward_only=forward_only,
+    )
+
+
+def train_step(run: Run) -> StepResult:
+    start = time.perf_counter()
+    for chunk in run.model:
+        chunk.train()
+        chunk.zero_grad_buffer()
+    run.optimizer.zero_grad()
+    losses = _forward_backward(run, run.train_data, run.state.consumed_train_samples, forward_only=False)
+    updated, grad_norm, _ = run.optimizer.step()
+    if updated:
+        run.scheduler.step(increment=1)
+    loss, _tokens = reduce_step_loss(losses, run.device)
+    run.state.step += 1
+    run.state.consumed_train_samples += run.layout.global_batch_size
+    lr = run.optimizer.param_groups[0]["lr"]
+    return StepResult(run.state.step, loss, grad_norm, lr, time.perf_counter() - start, skipped=not updated)
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> float:
+    """Mean loss over `train.eval_iters` fixed validation batches (the same ones every time)."""
+    for chunk in run.model:
+        chunk.eval()
+    loss_sum, token_sum = 0.0, 0
+    for index in range(run.cfg.train.eval_iters):
+        losses = _forward_backward(run, run.valid_data, index * run.layout.global_batch_size, forward_only=True)
+        loss, tokens = reduce_step_loss(losses, run.device)
+        loss_sum += loss * tokens
+        token_sum += tokens
+    return loss_sum / max(token_sum, 1)
+
+
+def _log_step(run: Run, result: StepResult, flops_token: float) -> None:
+    tokens = run.layout.global_batch_size * run.cfg.data.seq_length
+    speed = throughput(tokens, result.seconds, run.layout.world_size, flops_token)
+    values = {"loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
+              "tokens_per_s_per_gpu": speed.tokens_per_s_per_gpu, "tflops_per_gpu": speed.tflops_per_gpu,
+              "mfu": speed.mfu, "step_s": result.seconds, **memory_gib()}
+    if result.skipped:
+        values["skipped"] = 1
+    run.logger.step(result.step, values)
+
+
+def save(run: Run) -> None:
+    path = save_checkpoint(run.cfg.checkpoint.dir, run.model, run.optimizer, run.scheduler, run.state,
+                           run.layout, run.cfg.to_dict())
+    log.info("saved checkpoint %s", path)
+
+
+def train(run: Run) -> list[StepResult]:
+    """Run until `train.iters`; save on the interval and at the end. Returns this process's steps."""
+    cfg = run.cfg
+    flavor = get_flavor(cfg.model.flavor)
+    flops_token = flops_per_token(flavor, cfg.data.seq_length, run.layout.num_layers)
+    log.info("layout TP%d PP%d VP%s DP%d | %d micro-batches of %d per step | pipeline bubble %.1f%%",
+             run.layout.tp, run.layout.pp, run.layout.vp, run.layout.dp, run.layout.num_microbatches,
+             run.layout.micro_batch_size,
+             100 * pipeline_bubble(run.layout.pp, run.layout.num_microbatches, run.layout.vp))
+    kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
+    ran = 0
+    saved_at = run.state.step
+    while run.state.step < cfg.train.iters:
+        result = train_step(run)
+        run.history.append(result)
+        ran += 1
+        if result.step % cfg.logging.interval == 0:
+            _log_step(run, result, flops_token)
+        if cfg.train.eval_interval and result.step % cfg.train.eval_interval == 0:
+            run.logger.step(result.step, {"loss": evaluate(run)}, prefix="valid")
+        if cfg.checkpoint.dir and cfg.checkpoint.interval and result.step % cfg.checkpoint.interval == 0:
+            save(run)
+            saved_at = result.step
+        if kill_after and result.step == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if cfg.train.exit_interval and ran >= cfg.train.exit_interval:
+            break
+    if cfg.checkpoint.dir and cfg.checkpoint.save_at_end and saved_at != run.state.step:
+        save(run)
+    return run.history
