@@ -261,28 +261,27 @@ std::string validate(py::buffer lengths_buf, py::buffer pointers_buf, py::buffer
     if (msg.tellp() == 0 && total * itemsize != bin_size)
       msg << "the .bin holds " << bin_size << " bytes but the sequence lengths in the .idx add up to "
           << total << " tokens x " << itemsize << " bytes = " << total * itemsize << " bytes";
-    // Pass 2: pointers in bounds, monotone and contiguous (Megatron writes them as the running
-    // sum of length * itemsize, so any other value is corruption).
-    int64_t expected = 0;  // byte offset where sequence i must start
+    // Pass 2: pointers in bounds and monotone. Pass 3: contiguous (Megatron writes them as the
+    // running sum of length * itemsize, so any other value is corruption). Monotonicity gets
+    // its own pass so that swapped pointers are reported as such.
     for (int64_t i = 0; i < S && msg.tellp() == 0; ++i) {
       const int32_t len = load<int32_t>(L, i);
       const int64_t ptr = load<int64_t>(P, i);
       if (ptr < 0 || ptr > bin_size || len * itemsize > bin_size - ptr) {
         msg << "pointer of sequence " << i << " is out of bounds: byte " << ptr << " + " << len << " tokens x "
             << itemsize << " bytes exceeds the .bin size " << bin_size;
-        break;
-      }
-      if (i > 0 && ptr < load<int64_t>(P, i - 1)) {
+      } else if (i > 0 && ptr < load<int64_t>(P, i - 1)) {
         msg << "pointers are not monotone: sequence " << i << " starts at byte " << ptr
             << " before sequence " << (i - 1) << " at byte " << load<int64_t>(P, i - 1);
-        break;
       }
-      if (ptr != expected) {
+    }
+    int64_t expected = 0;  // byte offset where sequence i must start
+    for (int64_t i = 0; i < S && msg.tellp() == 0; ++i) {
+      const int64_t ptr = load<int64_t>(P, i);
+      if (ptr != expected)
         msg << "pointer of sequence " << i << " is byte " << ptr << " but the lengths before it end at byte "
             << expected;
-        break;
-      }
-      expected += len * itemsize;
+      expected += load<int32_t>(L, i) * itemsize;
     }
     if (msg.tellp() == 0) {
       if (D < 1) {
