@@ -71,10 +71,15 @@ def _rng_sharded_object(layout: Layout, state: Optional[dict]) -> ShardedObject:
     return ShardedObject("rng_state", state, (layout.pp, layout.tp, layout.dp), ranks, replica_id=0)
 
 
+def _unwrap(chunk):
+    """The GPTModel inside a DDP wrapper: checkpoint keys carry no `module.` prefix."""
+    return getattr(chunk, "module", chunk)
+
+
 def _model_sharded_state_dict(model: list) -> dict:
     if len(model) == 1:
-        return {"model": model[0].sharded_state_dict()}
-    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(model)}
+        return {"model": _unwrap(model[0]).sharded_state_dict()}
+    return {f"model{i}": _unwrap(chunk).sharded_state_dict() for i, chunk in enumerate(model)}
 
 
 def _merged_model_sd(sharded: dict) -> dict:
@@ -84,11 +89,37 @@ def _merged_model_sd(sharded: dict) -> dict:
     return merged
 
 
+def _materialize_optimizer_state(optimizer) -> None:
+    """Give every Adam parameter its state before a load replaces it in place.
+
+    Without apex/TE, Megatron-Core has no state-initialising hook, and its distributed
+    optimizer cannot describe an empty state for loading. One step on zero gradients at LR 0
+    creates `exp_avg`, `exp_avg_sq` and `step` without changing any weight.
+    """
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        torch_opt = inner.optimizer
+        if torch_opt.state:
+            continue
+        saved_lr = [group["lr"] for group in torch_opt.param_groups]
+        for group in torch_opt.param_groups:
+            group["lr"] = 0.0
+            for param in group["params"]:
+                param.grad = torch.zeros_like(param)
+        torch_opt.step()
+        torch_opt.zero_grad(set_to_none=True)
+        for group, lr in zip(torch_opt.param_groups, saved_lr):
+            group["lr"] = lr
+        if getattr(inner, "init_state_fn", None) is None:
+            inner.init_state_fn = lambda *args: None
+
+
 def build_sharded_state_dict(model: list, optimizer, scheduler, state: TrainState, layout: Layout,
                              config_dict: dict, is_loading: bool, with_optimizer: bool = True,
                              with_rng: bool = True) -> dict:
     sharded = _model_sharded_state_dict(model)
     if with_optimizer and optimizer is not None:
+        if is_loading:
+            _materialize_optimizer_state(optimizer)
         sharded["optimizer"] = optimizer.sharded_state_dict(
             _merged_model_sd(sharded), is_loading=is_loading, metadata=OPTIMIZER_SHARDING)
     if with_rng:
@@ -161,10 +192,10 @@ def load_checkpoint(ckpt_dir: str | Path, model: list, optimizer, scheduler, lay
     template.pop("common")
     loaded = dist_checkpointing.load(template, str(ckpt_dir))
     if len(model) == 1:
-        model[0].load_state_dict(loaded["model"])
+        _unwrap(model[0]).load_state_dict(loaded["model"])
     else:
         for i, chunk in enumerate(model):
-            chunk.load_state_dict(loaded[f"model{i}"])
+            _unwrap(chunk).load_state_dict(loaded[f"model{i}"])
     if finetune:
         return TrainState()
     if with_optimizer:

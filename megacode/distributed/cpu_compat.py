@@ -12,7 +12,9 @@ run on gloo ranks, so CI tests the code a cluster runs. The touch points:
   its state functions are pointed at the CPU default generator;
 - string checks of ``Tensor.type()`` against ``torch.cuda.FloatTensor`` (distributed
   optimizer, ``clip_grads.py``): the no-argument form reports the CUDA name on CPU tensors;
-- ``Tensor.cuda()`` returns the tensor itself.
+- ``Tensor.cuda()`` returns the tensor itself;
+- without apex/TE (always so on CPU), loading a resharded distributed-optimizer state into
+  torch's Adam trips on its per-parameter ``step``: see `patch_torch_adam_reshardable_load`.
 
 Active only when CUDA is absent, and only for the pinned megatron-core version: an upgrade
 must be re-validated (tests/test_cpu_compat.py fails loudly when a touch point moves).
@@ -157,6 +159,36 @@ def _patch_megatron() -> None:
     mcore_random._set_cuda_rng_state = set_state
 
 
+def patch_torch_adam_reshardable_load() -> None:
+    """Loading a `fully_reshardable` distributed-optimizer state into torch's Adam (the path
+    without apex/TE, so always on CPU) copies every per-parameter state key from the file,
+    but torch's Adam keeps a `step` tensor that the file stores per param group instead: the
+    copy fails with KeyError 'step'. Keep the step that `load_state_dict` already restored, as
+    a tensor of each parameter's own: `load_state_dict` hands one shared tensor to all of them,
+    and Adam's in-place `step += 1` would then advance it once per parameter."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    if distrib_optimizer.HAVE_APEX_OR_TE:
+        return
+    cls = distrib_optimizer.DistributedOptimizer
+    if getattr(cls, "_megacode_step_patch", False):
+        return
+    original = cls._set_main_param_and_optimizer_states
+
+    def set_states_keeping_step(self, model_param, tensors):
+        if "step" not in tensors:
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            state = self.optimizer.state.get(main_param, {})
+            if "step" in state:
+                state["step"] = state["step"].detach().clone()
+                tensors = {**tensors, "step": state["step"]}
+        return original(self, model_param, tensors)
+
+    cls._set_main_param_and_optimizer_states = set_states_keeping_step
+    cls._megacode_step_patch = True
+
+
 def check_megatron_version() -> None:
     import megatron.core
 
@@ -171,6 +203,7 @@ def check_megatron_version() -> None:
 def install() -> bool:
     """Apply the CPU mapping once, if CUDA is absent. Returns True when it is active."""
     global _installed
+    patch_torch_adam_reshardable_load()
     if torch.cuda.is_available():
         return False
     if _installed:
