@@ -1,0 +1,328 @@
+// Exact SentencePiece BPE encoder for Llama-style models (header only; model reading in spm_model.h).
+//
+// Why our own core: DESIGN.md §4b and megacode/tokenizer/fast.py give the measurements. In short,
+// the PyPI binding (0.2.3) is ~2x faster than any SentencePiece C++ library we can build or
+// install here (Debian 0.1.97, source 0.2.0/0.2.1), 0.2.3's own C++ does not build from PyPI/Debian
+// sources, and the binding hides its C++ symbols. This encoder reproduces 0.2.3's results id for
+// id (tests/data/test_tokenizer_parity.py checks it against the binding) and adds a word cache.
+//
+// Scope (anything else is refused at load, and callers fall back to the binding):
+//   model_type BPE; normalizer "identity" (no precompiled charsmap), remove_extra_whitespaces false,
+//   treat_whitespace_as_suffix false; no UNUSED pieces. Llama 2 / Code Llama models are in scope.
+//
+// The algorithm, as in sentencepiece 0.2.3 (src/normalizer.cc, src/bpe_model.cc,
+// SentencePieceProcessor::EncodeOptimized):
+//   1. normalize: "▁" prefix (add_dummy_prefix) and every ' ' -> "▁" (escape_whitespaces);
+//   2. split into symbols: the longest USER_DEFINED piece at the position (frozen), else one char;
+//   3. repeatedly merge the adjacent pair whose concatenation is a NORMAL/USER_DEFINED piece with
+//      the highest score (ties: leftmost), neither side frozen;
+//   4. each final symbol -> its id; a symbol that is no piece (or a CONTROL/UNKNOWN/BYTE one) is
+//      unknown: with byte_fallback its UTF-8 bytes become <0xXX> pieces, else one <unk> per run.
+// Speed-up that keeps results exact: no merge can cross a position between two characters (a, b)
+// when no mergeable piece contains the bigram "ab", so the text is cut into words at such
+// positions, each word is encoded alone and the result cached per word (a thread-private cache).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "spm_model.h"
+
+namespace megacode {
+namespace spm {
+
+// Per-thread memo: word bytes -> final ids. Reset when it grows past its budget.
+class WordCache {
+ public:
+  static constexpr size_t kMaxWordBytes = 128;  // longer words are encoded every time
+  explicit WordCache(size_t max_entries = 1 << 20) : max_entries_(max_entries) { clear(); }
+
+  // Returns the cached ids of `w` as [begin, end) into ids(), or false.
+  bool find(std::string_view w, uint64_t h, uint32_t* begin, uint32_t* end) const {
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key_len == 0) return false;
+      if (s.hash == h && s.key_len == w.size() && std::memcmp(keys_.data() + s.key_off, w.data(), w.size()) == 0) {
+        *begin = s.ids_off;
+        *end = s.ids_off + s.ids_len;
+        return true;
+      }
+    }
+  }
+  void insert(std::string_view w, uint64_t h, const int32_t* ids, size_t n) {
+    if (size_ + 1 > max_entries_) clear();
+    if (2 * (size_ + 1) > slots_.size()) rehash(slots_.size() * 2);
+    Slot s{h, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(w.size()),
+           static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(n)};
+    keys_.append(w.data(), w.size());
+    ids_.insert(ids_.end(), ids, ids + n);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key_len == 0) { slots_[i] = s; ++size_; return; }
+    }
+  }
+  const int32_t* ids() const { return ids_.data(); }
+  void clear() {
+    slots_.assign(1 << 12, Slot{});
+    mask_ = slots_.size() - 1;
+    size_ = 0;
+    keys_.clear();
+    ids_.clear();
+  }
+
+ private:
+  struct Slot { uint64_t hash = 0; uint32_t key_off = 0, key_len = 0, ids_off = 0, ids_len = 0; };
+  void rehash(size_t cap) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{});
+    mask_ = cap - 1;
+    for (const Slot& s : old) {
+      if (s.key_len == 0) continue;
+      for (size_t i = s.hash & mask_;; i = (i + 1) & mask_) {
+        if (slots_[i].key_len == 0) { slots_[i] = s; break; }
+      }
+    }
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0, max_entries_;
+  std::string keys_;
+  std::vector<int32_t> ids_;
+};
+
+// Scratch buffers reused across calls by one thread, plus its word cache.
+struct EncodeState {
+  std::string normalized;
+  std::vector<int32_t> word_ids;
+  struct Symbol { int prev, next; uint32_t begin, len; bool frozen; };
+  struct Pair { uint32_t key; int left, right; uint32_t len; };
+  std::vector<Symbol> symbols;
+  std::vector<Pair> agenda;
+  WordCache cache;
+  bool use_cache = true;  // false: every word through BPE (for measuring the cache's share)
+};
+
+class BpeEncoder {
+ public:
+  // Throws std::invalid_argument naming the reason when the model is out of scope.
+  explicit BpeEncoder(std::string_view serialized_model) : spec_(parse_model_proto(serialized_model)) { init(); }
+  BpeEncoder(const BpeEncoder&) = delete;  // the maps hold views into spec_'s strings
+  BpeEncoder& operator=(const BpeEncoder&) = delete;
+
+  int vocab_size() const { return static_cast<int>(spec_.pieces.size()); }
+  bool byte_fallback() const { return spec_.byte_fallback; }
+  int unk_id() const { return unk_id_; }
+
+  // Appends the ids of `text` (valid UTF-8) to `out`, exactly as SentencePieceProcessor::Encode.
+  // dummy_prefix=false drops the implicit leading "▁" (Code Llama's enc' for infilling).
+  void encode(std::string_view text, bool dummy_prefix, EncodeState* st, std::vector<int32_t>* out) const {
+    if (text.empty()) return;  // sentencepiece returns no ids for empty input
+    normalize(text, dummy_prefix, &st->normalized);
+    const std::string& norm = st->normalized;
+    const char* s = norm.data();
+    const size_t n = norm.size();
+    const size_t doc_start = out->size();
+    size_t word = 0, i = 0;
+    uint32_t prev = 0;
+    while (i < n) {  // cut at every position no piece can span; encode each word alone
+      const unsigned char c = static_cast<unsigned char>(s[i]);
+      const size_t len = c < 0x80 ? 1 : std::min<size_t>(one_char_len(c), n - i);
+      const uint32_t cp = c < 0x80 ? c : decode_cp(s + i, static_cast<int>(len));
+      if (i > 0 && !joined(prev, cp)) {
+        emit_word(std::string_view(s + word, i - word), st, out, doc_start);
+        word = i;
+      }
+      prev = cp;
+      i += len;
+    }
+    emit_word(std::string_view(s + word, n - word), st, out, doc_start);
+  }
+
+ private:
+  void init() {
+    const ModelSpec& m = spec_;
+    if (m.model_type != 2) throw std::invalid_argument("model_type is not BPE");
+    if (m.has_charsmap) throw std::invalid_argument("normalizer has a precompiled charsmap (not identity)");
+    if (m.remove_extra_whitespaces) throw std::invalid_argument("normalizer removes extra whitespaces");
+    if (m.treat_whitespace_as_suffix) throw std::invalid_argument("treat_whitespace_as_suffix is set");
+    const size_t n = m.pieces.size();
+    all_.reserve(n);
+    mergeable_.reserve(n);
+    keys_.resize(n);
+    reserved_.assign(n, 0);
+    std::fill(byte_ids_, byte_ids_ + 256, -1);
+    ascii_joined_.assign(128 * 128, 0);
+    space_ = m.escape_whitespaces ? "\xe2\x96\x81" : " ";
+    for (size_t id = 0; id < n; ++id) {
+      const std::string& p = m.pieces[id];
+      const int type = m.types[id];
+      if (p.empty()) throw std::invalid_argument("piece " + std::to_string(id) + " is empty");
+      if (type == UNUSED) throw std::invalid_argument("model has UNUSED pieces");
+      if (!all_.insert(p, static_cast<int32_t>(id))) throw std::invalid_argument("piece " + p + " is defined twice");
+      keys_[id] = score_key(m.scores[id]);
+      reserved_[id] = type != NORMAL && type != USER_DEFINED;
+      if (type == UNKNOWN) {
+        if (unk_id_ >= 0) throw std::invalid_argument("two UNKNOWN pieces");
+        unk_id_ = static_cast<int>(id);
+      }
+      if (type == BYTE) {
+        if (p.size() != 6 || p.compare(0, 3, "<0x") != 0 || p[5] != '>')
+          throw std::invalid_argument("byte piece " + p + " is malformed");
+        byte_ids_[std::stoi(p.substr(3, 2), nullptr, 16)] = static_cast<int32_t>(id);
+      }
+      if (type != NORMAL && type != USER_DEFINED) continue;
+      mergeable_.insert(p, static_cast<int32_t>(id));
+      if (type == USER_DEFINED) {
+        user_defined_.insert(p, static_cast<int32_t>(id));
+        max_user_defined_ = std::max(max_user_defined_, p.size());
+      }
+      // Record every code-point bigram inside the piece: word cuts avoid them.
+      uint32_t prev = 0;
+      for (size_t i = 0; i < p.size();) {
+        const size_t len = std::min<size_t>(one_char_len(static_cast<unsigned char>(p[i])), p.size() - i);
+        const uint32_t cp = decode_cp(p.data() + i, static_cast<int>(len));
+        if (i > 0) {
+          if (prev < 128 && cp < 128) ascii_joined_[prev * 128 + cp] = 1;
+          else joined_.insert((static_cast<uint64_t>(prev) << 32) | cp);
+        }
+        prev = cp;
+        i += len;
+      }
+    }
+    if (unk_id_ < 0) throw std::invalid_argument("model has no UNKNOWN piece");
+    if (m.byte_fallback && std::count(byte_ids_, byte_ids_ + 256, -1) > 0)
+      throw std::invalid_argument("byte_fallback is set but the 256 <0xXX> pieces are not all there");
+  }
+
+  bool joined(uint32_t a, uint32_t b) const {
+    if ((a | b) < 128) return ascii_joined_[a * 128 + b] != 0;
+    return joined_.contains((static_cast<uint64_t>(a) << 32) | b);
+  }
+
+  void normalize(std::string_view text, bool dummy_prefix, std::string* out) const {
+    out->clear();
+    out->reserve(text.size() + 3 * 8);
+    if (dummy_prefix && spec_.add_dummy_prefix) out->append(space_);
+    size_t i = 0;
+    while (i < text.size()) {
+      const void* hit = std::memchr(text.data() + i, ' ', text.size() - i);
+      const size_t j = hit ? static_cast<const char*>(hit) - text.data() : text.size();
+      out->append(text.data() + i, j - i);
+      if (j < text.size()) out->append(space_);
+      i = j + 1;
+    }
+  }
+
+  // Appends a word's ids, merging runs of <unk> across words when there is no byte fallback.
+  void append(const int32_t* ids, size_t k, std::vector<int32_t>* out, size_t doc_start) const {
+    if (spec_.byte_fallback) {
+      out->insert(out->end(), ids, ids + k);
+      return;
+    }
+    for (size_t i = 0; i < k; ++i) {
+      if (ids[i] == unk_id_ && out->size() > doc_start && out->back() == unk_id_) continue;
+      out->push_back(ids[i]);
+    }
+  }
+
+  void emit_word(std::string_view w, EncodeState* st, std::vector<int32_t>* out, size_t doc_start) const {
+    if (w.size() > WordCache::kMaxWordBytes || !st->use_cache) {
+      st->word_ids.clear();
+      encode_word(w, st, &st->word_ids);
+      append(st->word_ids.data(), st->word_ids.size(), out, doc_start);
+      return;
+    }
+    const uint64_t h = hash_bytes(w.data(), w.size());
+    uint32_t b, e;
+    if (!st->cache.find(w, h, &b, &e)) {
+      st->word_ids.clear();
+      encode_word(w, st, &st->word_ids);
+      st->cache.insert(w, h, st->word_ids.data(), st->word_ids.size());
+      append(st->word_ids.data(), st->word_ids.size(), out, doc_start);
+      return;
+    }
+    append(st->cache.ids() + b, e - b, out, doc_start);
+  }
+
+  // Final symbol -> ids: its piece, or its bytes (byte fallback), or <unk>.
+  void emit_symbol(const char* p, size_t len, std::vector<int32_t>* out) const {
+    const int32_t id = all_.find(p, len);
+    if (id >= 0 && !reserved_[id]) {
+      out->push_back(id);
+    } else if (spec_.byte_fallback) {
+      for (size_t k = 0; k < len; ++k) out->push_back(byte_ids_[static_cast<unsigned char>(p[k])]);
+    } else {
+      out->push_back(unk_id_);
+    }
+  }
+
+  // BPE over one word, the merge order of sentencepiece 0.2.3's bpe::Model::SampleEncode.
+  void encode_word(std::string_view w, EncodeState* st, std::vector<int32_t>* out) const {
+    auto& sym = st->symbols;
+    sym.clear();
+    for (size_t pos = 0; pos < w.size();) {
+      size_t len = 0;
+      bool frozen = false;
+      if (max_user_defined_ > 0) {  // longest USER_DEFINED piece starting here
+        for (size_t k = std::min(max_user_defined_, w.size() - pos); k > 0; --k) {
+          if (user_defined_.find(w.data() + pos, k) >= 0) { len = k; frozen = true; break; }
+        }
+      }
+      if (len == 0) len = std::min<size_t>(one_char_len(static_cast<unsigned char>(w[pos])), w.size() - pos);
+      const int idx = static_cast<int>(sym.size());
+      sym.push_back({idx - 1, idx + 1, static_cast<uint32_t>(pos), static_cast<uint32_t>(len), frozen});
+      pos += len;
+    }
+    sym.back().next = -1;
+    auto& agenda = st->agenda;
+    agenda.clear();
+    auto lower = [](const EncodeState::Pair& a, const EncodeState::Pair& b) {
+      return a.key < b.key || (a.key == b.key && a.left > b.left);
+    };
+    auto candidate = [&](int l, int r, bool heap) {
+      if (l < 0 || r < 0 || sym[l].frozen || sym[r].frozen) return;
+      const uint32_t len = sym[l].len + sym[r].len;
+      const int32_t id = mergeable_.find(w.data() + sym[l].begin, len);
+      if (id < 0) return;
+      agenda.push_back({keys_[id], l, r, len});
+      if (heap) std::push_heap(agenda.begin(), agenda.end(), lower);
+    };
+    for (int i = 1; i < static_cast<int>(sym.size()); ++i) candidate(i - 1, i, false);
+    std::make_heap(agenda.begin(), agenda.end(), lower);
+    while (!agenda.empty()) {
+      std::pop_heap(agenda.begin(), agenda.end(), lower);
+      const EncodeState::Pair top = agenda.back();
+      agenda.pop_back();
+      auto& L = sym[top.left];
+      auto& R = sym[top.right];
+      if (L.len == 0 || R.len == 0 || L.len + R.len != top.len) continue;  // stale
+      L.len += R.len;
+      L.next = R.next;
+      if (R.next >= 0) sym[R.next].prev = top.left;
+      R.len = 0;
+      candidate(L.prev, top.left, true);
+      candidate(top.left, L.next, true);
+    }
+    for (int i = 0; i != -1; i = sym[i].next) emit_symbol(w.data() + sym[i].begin, sym[i].len, out);
+  }
+
+  ModelSpec spec_;
+  StrMap all_;           // every piece -> id
+  StrMap mergeable_;     // NORMAL and USER_DEFINED pieces -> id: the merge targets
+  StrMap user_defined_;  // USER_DEFINED pieces: matched whole and never merged
+  size_t max_user_defined_ = 0;
+  std::vector<uint32_t> keys_;     // [vocab] score_key of each piece
+  std::vector<uint8_t> reserved_;  // [vocab] CONTROL/UNKNOWN/BYTE: never an encoding result
+  int32_t byte_ids_[256];
+  int32_t unk_id_ = -1;
+  std::vector<uint8_t> ascii_joined_;  // [128 * 128] bigram (a, b) occurs inside some piece
+  U64Set joined_;                      // the same for bigrams with a non-ASCII character
+  std::string space_;
+};
+
+}  // namespace spm
+}  // namespace megacode

@@ -1,0 +1,155 @@
+// megacode._tokenize: the exact SentencePiece BPE encoder of spm_bpe.h, driven from Python.
+//
+// Encoding runs with the GIL released, on `num_threads` C++ threads for a batch. Each thread
+// borrows an EncodeState (scratch buffers and its word cache) from the encoder's pool, so calls
+// from several Python threads are safe and caches stay warm between calls. The Python wrapper
+// (megacode/tokenizer/fast.py) checks arguments and ranges; this layer only converts.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spm_bpe.h"
+
+namespace py = pybind11;
+using megacode::spm::BpeEncoder;
+using megacode::spm::EncodeState;
+
+namespace {
+
+class Encoder {
+ public:
+  explicit Encoder(const py::bytes& model) {
+    std::string data = model;
+    try {
+      enc_ = std::make_unique<BpeEncoder>(data);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }
+
+  int vocab_size() const { return enc_->vocab_size(); }
+  bool byte_fallback() const { return enc_->byte_fallback(); }
+
+  // One text -> list of ids. `prefix_id`/`suffix_id` < 0 mean none (BOS / EOS are added by id).
+  py::list encode(const py::str& text, bool dummy_prefix, int prefix_id, int suffix_id) {
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(text.ptr(), &n);
+    if (p == nullptr) throw py::error_already_set();  // e.g. a lone surrogate
+    std::vector<int32_t> ids;
+    {
+      py::gil_scoped_release nogil;
+      auto st = acquire();
+      if (prefix_id >= 0) ids.push_back(prefix_id);
+      enc_->encode(std::string_view(p, static_cast<size_t>(n)), dummy_prefix, st.get(), &ids);
+      if (suffix_id >= 0) ids.push_back(suffix_id);
+      release(std::move(st));
+    }
+    py::list out(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) out[i] = py::int_(ids[i]);
+    return out;
+  }
+
+  // Many texts -> (tokens [sum(lengths)] int32, lengths [n] int64), in input order.
+  py::tuple encode_batch(const py::sequence& texts, int num_threads, bool dummy_prefix, int prefix_id,
+                         int suffix_id) {
+    const size_t n = static_cast<size_t>(py::len(texts));
+    std::vector<py::object> keep(n);  // owns the str objects whose UTF-8 buffers we read
+    std::vector<std::string_view> views(n);
+    for (size_t i = 0; i < n; ++i) {
+      keep[i] = texts[i];
+      if (!PyUnicode_Check(keep[i].ptr()))
+        throw py::type_error("texts[" + std::to_string(i) + "] is not a str");
+      Py_ssize_t len = 0;
+      const char* p = PyUnicode_AsUTF8AndSize(keep[i].ptr(), &len);
+      if (p == nullptr) {
+        PyErr_Clear();
+        throw py::value_error("texts[" + std::to_string(i) + "] cannot be encoded as UTF-8 (lone surrogate?)");
+      }
+      views[i] = std::string_view(p, static_cast<size_t>(len));
+    }
+    // Each thread appends to its own buffer; spans[i] = (thread, offset, length) of text i.
+    const size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, n));
+    std::vector<std::vector<int32_t>> bufs(threads);
+    struct Span { uint32_t thread; size_t offset, length; };
+    std::vector<Span> spans(n);
+    {
+      py::gil_scoped_release nogil;
+      std::atomic<size_t> next{0};
+      std::exception_ptr failure;
+      std::mutex failure_mu;
+      auto work = [&](uint32_t t) {
+        try {
+          auto st = acquire();
+          auto& buf = bufs[t];
+          for (size_t i = next++; i < n; i = next++) {
+            const size_t start = buf.size();
+            if (prefix_id >= 0) buf.push_back(prefix_id);
+            enc_->encode(views[i], dummy_prefix, st.get(), &buf);
+            if (suffix_id >= 0) buf.push_back(suffix_id);
+            spans[i] = Span{t, start, buf.size() - start};
+          }
+          release(std::move(st));
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mu);
+          failure = std::current_exception();
+        }
+      };
+      std::vector<std::thread> pool;
+      for (uint32_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
+      work(0);
+      for (auto& th : pool) th.join();
+      if (failure) std::rethrow_exception(failure);
+    }
+    size_t total = 0;
+    for (const Span& s : spans) total += s.length;
+    py::array_t<int32_t> tokens(static_cast<py::ssize_t>(total));
+    py::array_t<int64_t> lengths(static_cast<py::ssize_t>(n));
+    int32_t* dst = tokens.mutable_data();
+    int64_t* len = lengths.mutable_data();
+    for (size_t i = 0; i < n; ++i) {
+      const Span& s = spans[i];
+      std::copy_n(bufs[s.thread].data() + s.offset, s.length, dst);
+      dst += s.length;
+      len[i] = static_cast<int64_t>(s.length);
+    }
+    return py::make_tuple(tokens, lengths);
+  }
+
+ private:
+  std::unique_ptr<EncodeState> acquire() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return std::make_unique<EncodeState>();
+    auto st = std::move(free_.back());
+    free_.pop_back();
+    return st;
+  }
+  void release(std::unique_ptr<EncodeState> st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(st));
+  }
+
+  std::unique_ptr<BpeEncoder> enc_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<EncodeState>> free_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_tokenize, m) {
+  m.doc() = "Exact SentencePiece BPE encoder (identity normalization, byte fallback) with a word cache";
+  py::class_<Encoder>(m, "Encoder")
+      .def(py::init<const py::bytes&>(), py::arg("serialized_model"))
+      .def_property_readonly("vocab_size", &Encoder::vocab_size)
+      .def_property_readonly("byte_fallback", &Encoder::byte_fallback)
+      .def("encode", &Encoder::encode, py::arg("text"), py::arg("dummy_prefix") = true,
+           py::arg("prefix_id") = -1, py::arg("suffix_id") = -1)
+      .def("encode_batch", &Encoder::encode_batch, py::arg("texts"), py::arg("num_threads") = 1,
+           py::arg("dummy_prefix") = true, py::arg("prefix_id") = -1, py::arg("suffix_id") = -1);
+}
