@@ -166,11 +166,11 @@ py::tuple build_blend_index(py::array_t<double, py::array::c_style | py::array::
   if (D < 1 || D > std::numeric_limits<int16_t>::max())
     throw std::invalid_argument("number of datasets must be in [1, 32767], got " + std::to_string(D));
   if (n < 0) throw std::invalid_argument("num_samples must be >= 0, got " + std::to_string(n));
-  const double* w = weights_arr.data();
+  const std::vector<double> w(weights_arr.data(), weights_arr.data() + D);
   py::array_t<int16_t> dataset_index(static_cast<py::ssize_t>(n));
   py::array_t<int64_t> dataset_sample_index(static_cast<py::ssize_t>(n));
-  int16_t* di = dataset_index.mutable_data();
-  int64_t* dsi = dataset_sample_index.mutable_data();
+  int16_t* __restrict di = dataset_index.mutable_data();
+  int64_t* __restrict dsi = dataset_sample_index.mutable_data();
   {
     py::gil_scoped_release release;
     std::vector<int64_t> taken(static_cast<size_t>(D), 0);
@@ -182,8 +182,9 @@ py::tuple build_blend_index(py::array_t<double, py::array::c_style | py::array::
         const double gap = w[d] * target - static_cast<double>(taken[d]);
         if (gap > best_gap) { best_gap = gap; best = d; }
       }
+      const int64_t j = taken[best]++;
       di[s] = static_cast<int16_t>(best);
-      dsi[s] = taken[best]++;
+      dsi[s] = j;
     }
   }
   return py::make_tuple(dataset_index, dataset_sample_index);
