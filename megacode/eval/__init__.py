@@ -1,0 +1,1 @@
+"""Evaluation: the execution sandbox, HumanEval and MBPP scoring, pass@k."""
