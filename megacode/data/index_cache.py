@@ -144,10 +144,16 @@ def build_or_load(cache: IndexCache, build: Callable[[], Dict[str, np.ndarray]])
         except Exception as e:  # reported to the other ranks below, then re-raised here
             error = e
     if dist is not None:
-        message = [None if error is None else f"{type(error).__name__}: {error}"]
+        # Doubles as the barrier. Rank 0's key travels too: a rank that sees the dataset under
+        # another path or mtime would otherwise look for an entry nobody built.
+        message = [None if error is None else f"{type(error).__name__}: {error}", cache.key, cache.description]
         dist.broadcast_object_list(message, src=0)
         if error is None and message[0] is not None:
             raise IndexCacheError(f"{cache.stem}: rank 0 failed to build the indices: {message[0]}")
+        if message[1] != cache.key:
+            differ = {k: (message[2].get(k), v) for k, v in cache.description.items() if message[2].get(k) != v}
+            raise IndexCacheError(f"{cache.stem}: rank {dist.get_rank()} describes the indices differently from "
+                                  f"rank 0 (rank 0 value, this rank's value): {differ}")
     if error is not None:
         raise error
     return cache.load(), built

@@ -86,6 +86,8 @@ class IndexedDatasetWriter:
     def _tokens(self, tokens) -> np.ndarray:
         """Tokens as a 1-D contiguous array the C++ writer takes: the dataset dtype or int64."""
         arr = np.asarray(tokens)
+        if arr.size == 0:
+            return np.zeros(0, dtype=self.dtype)  # an empty document ([] comes in as float64)
         if arr.dtype.kind not in "iub":
             raise ValueError(f"{self.prefix}: tokens must be integers, got dtype {arr.dtype}")
         arr = arr.reshape(-1)
@@ -162,7 +164,10 @@ class IndexedDatasetWriter:
 
     def __del__(self) -> None:
         if not getattr(self, "_done", True):
-            self.abort()
+            try:
+                self.abort()
+            except Exception:  # interpreter shutdown: leave the temporaries, never the final names
+                pass
 
 
 def _map(path: str) -> Union[mmap.mmap, bytes]:

@@ -104,6 +104,18 @@ def test_writer_rejects_tokens_outside_dtype_and_non_integers(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_writer_takes_lists_tensors_and_empty_documents(tmp_path):
+    prefix = str(tmp_path / "mixed")
+    with IndexedDatasetWriter(prefix, np.int32) as w:
+        w.add_document([])  # np.asarray([]) is float64: still an empty document
+        w.add_document(torch.tensor([5, 6, 7]))
+        w.add_documents(np.zeros(0, np.int64), np.zeros(0, np.int64))  # nothing
+        w.add_documents(np.array([1, 2, 3, 4], np.int32), np.array([1, 3]))
+        assert (w.num_documents, w.num_tokens) == (4, 7)
+    ds = IndexedDataset(prefix)
+    assert [ds[i].tolist() for i in range(len(ds))] == [[], [5, 6, 7], [1], [2, 3, 4]]
+
+
 def test_writer_is_atomic(tmp_path):
     prefix = str(tmp_path / "ds")
     w = IndexedDatasetWriter(prefix, np.uint16)

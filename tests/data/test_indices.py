@@ -227,29 +227,39 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
 
 
 WORKER = """
-import json, os, sys
+import json, sys
 import numpy as np
 import torch.distributed as dist
 from megacode.data import indices
 from megacode.data.gpt_dataset import PackedDataset
 dist.init_process_group("gloo")
 rank = dist.get_rank()
-prefix, cache, fail = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-if fail and rank == 0:
-    def broken(*a, **k):
-        raise RuntimeError("disk on fire")
+prefix, cache = sys.argv[1], sys.argv[2]
+real_build = indices.build_sample_index
+
+def broken(*a, **k):
+    raise RuntimeError("disk on fire")
+
+def run(seed, cache_dir):
+    try:
+        ds = PackedDataset(prefix, np.arange(100), 16, 200, seed=seed, cache_dir=cache_dir)
+        return {"built": ds.built, "digest": int(ds.sample_index.sum()) * 7 + int(ds.shuffle_index[:50].sum())}
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+out = {"ok": run(5, cache)}
+out["mismatch"] = run(6 if rank == 1 else 5, cache)  # rank 1 disagrees about the seed
+if rank == 0:
     indices.build_sample_index = broken
-try:
-    ds = PackedDataset(prefix, np.arange(100), 16, 200, seed=5, cache_dir=cache)
-    out = {"built": ds.built, "digest": int(ds.sample_index.sum()) * 7 + int(ds.shuffle_index[:50].sum())}
-except Exception as e:
-    out = {"error": f"{type(e).__name__}: {e}"}
+out["fail"] = run(7, cache)  # rank 0's build raises
 print("RESULT " + json.dumps(out), flush=True)
 dist.destroy_process_group()
 """
 
 
-def _run_two_ranks(tmp_path, prefix, cache, fail):
+def test_rank0_builds_others_load(tmp_path):
+    prefix = str(tmp_path / "d")
+    write_dataset(prefix, np.random.default_rng(12))
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER))
     with socket.socket() as s:
@@ -258,22 +268,17 @@ def _run_two_ranks(tmp_path, prefix, cache, fail):
     procs = []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(script), prefix, cache, "1" if fail else "0"],
+        procs.append(subprocess.Popen([sys.executable, str(script), prefix, str(tmp_path / "cache")],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = []
-    for p in procs:
+    r0, r1 = {}, {}
+    for p, result in zip(procs, (r0, r1)):
         out, err = p.communicate(timeout=120)
         lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
         assert lines, err
-        results.append(json.loads(lines[0][len("RESULT "):]))
-    return results
-
-
-def test_rank0_builds_others_load(tmp_path):
-    prefix = str(tmp_path / "d")
-    write_dataset(prefix, np.random.default_rng(12))
-    r0, r1 = _run_two_ranks(tmp_path, prefix, str(tmp_path / "cache"), fail=False)
-    assert r0["built"] and not r1["built"] and r0["digest"] == r1["digest"]
-    r0, r1 = _run_two_ranks(tmp_path, prefix, str(tmp_path / "cache2"), fail=True)
-    assert "disk on fire" in r0["error"]
-    assert "rank 0 failed to build the indices" in r1["error"] and "disk on fire" in r1["error"]
+        result.update(json.loads(lines[0][len("RESULT "):]))
+    assert r0["ok"]["built"] and not r1["ok"]["built"] and r0["ok"]["digest"] == r1["ok"]["digest"]
+    assert not r0["mismatch"]["built"]  # rank 0 found its entry from the first call
+    assert "describes the indices differently from rank 0" in r1["mismatch"]["error"]
+    assert "'seed': (5, 6)" in r1["mismatch"]["error"]
+    assert "disk on fire" in r0["fail"]["error"]
+    assert "rank 0 failed to build the indices" in r1["fail"]["error"] and "disk on fire" in r1["fail"]["error"]
