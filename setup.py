@@ -19,7 +19,8 @@ EXTENSIONS = [
     # Add entries as Pybind11Extension("megacode._<name>", ["csrc/<name>.cpp"], extra_compile_args=CXX_FLAGS)
     Pybind11Extension("megacode._indexed", ["csrc/indexed.cpp"], extra_compile_args=CXX_FLAGS),
     Pybind11Extension("megacode._indices", ["csrc/indices.cpp"], extra_compile_args=CXX_FLAGS),
-    Pybind11Extension("megacode._tokenize", ["csrc/tokenize.cpp"], extra_compile_args=CXX_FLAGS),
+    Pybind11Extension("megacode._tokenize", ["csrc/tokenize.cpp"], extra_compile_args=CXX_FLAGS,
+                      depends=["csrc/spm_bpe.h", "csrc/spm_model.h"]),  # rebuild when a header changes
 ]
 
 # MEGACODE_EXTENSIONS=indexed,fim rebuilds only those (developers iterating on one extension).

@@ -96,6 +96,7 @@ class WordCache {
 
 // Scratch buffers reused across calls by one thread, plus its word cache.
 struct EncodeState {
+  explicit EncodeState(size_t cache_entries = 1 << 20) : cache(cache_entries) {}
   std::string normalized;
   std::vector<int32_t> word_ids;
   struct Symbol { int prev, next; uint32_t begin, len; bool frozen; };

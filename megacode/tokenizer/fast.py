@@ -54,9 +54,11 @@ SELF_CHECK_TEXTS = (
 class FastEncoder:
     """Range-checked wrapper of `megacode._tokenize.Encoder` for one serialized ModelProto."""
 
-    def __init__(self, serialized_model: bytes, vocab_size: int) -> None:
+    def __init__(self, serialized_model: bytes, vocab_size: int, cache_entries: int = 1 << 20) -> None:
+        if cache_entries < 1:
+            raise ValueError(f"cache_entries must be >= 1, got {cache_entries}")
         try:
-            self._enc = _tokenize.Encoder(serialized_model)
+            self._enc = _tokenize.Encoder(serialized_model, cache_entries)
         except ValueError as e:
             raise UnsupportedModel(str(e)) from None
         if self._enc.vocab_size != vocab_size:

@@ -1,0 +1,167 @@
+"""Inputs of the preprocessing program, cut into ordered chunks for the workers.
+
+Two kinds of input:
+- JSONL files (plain, `.gz`, `.zst`): one JSON object per line. The main process reads and
+  decompresses, and cuts the stream at line ends into chunks of about `chunk_bytes`; a chunk
+  carries its file name and first line number so rejects can name them.
+- Source trees (a directory): every file whose extension is selected is one document, in sorted
+  path order; hidden directories (.git, ...) are skipped and symlinks are not followed. A chunk
+  is a list of paths; workers read the files themselves, so reading scales with the workers.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
+
+# Extension -> language, kept as metadata for source-tree documents.
+LANGUAGES = {
+    ".py": "python", ".pyi": "python", ".ipynb": "jupyter",
+    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp",
+    ".cu": "cuda", ".java": "java", ".kt": "kotlin", ".scala": "scala", ".cs": "csharp",
+    ".js": "javascript", ".mjs": "javascript", ".jsx": "javascript", ".ts": "typescript", ".tsx": "typescript",
+    ".go": "go", ".rs": "rust", ".rb": "ruby", ".php": "php", ".swift": "swift", ".m": "objective-c",
+    ".sh": "shell", ".bash": "shell", ".pl": "perl", ".lua": "lua", ".r": "r", ".jl": "julia",
+    ".hs": "haskell", ".ml": "ocaml", ".ex": "elixir", ".erl": "erlang", ".clj": "clojure",
+    ".sql": "sql", ".html": "html", ".css": "css", ".md": "markdown", ".rst": "restructuredtext",
+    ".tex": "tex", ".f90": "fortran", ".dart": "dart", ".zig": "zig", ".toml": "toml", ".yaml": "yaml",
+    ".yml": "yaml", ".json": "json", ".cmake": "cmake", ".proto": "protobuf",
+}
+COMPRESSED = (".gz", ".zst")
+
+
+@dataclass
+class Chunk:
+    """One unit of work. `index` orders the output; `disk_bytes` advances the progress bar."""
+
+    index: int
+    source: str  # the JSONL file, or the root of the source tree
+    kind: str  # "jsonl" or "files"
+    first_line: int = 1  # jsonl: line number of the first line in `data`
+    data: bytes = b""  # jsonl: whole lines
+    files: List[str] = field(default_factory=list)  # files: paths relative to `source`
+    disk_bytes: int = 0
+
+
+@dataclass
+class Input:
+    path: str
+    kind: str  # "jsonl" or "tree"
+
+
+def resolve_inputs(patterns: Sequence[str]) -> List[Input]:
+    """Expand globs; a directory is a source tree, a file is JSONL. Order is kept (globs sorted)."""
+    out: List[Input] = []
+    for pattern in patterns:
+        paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not paths:
+            raise FileNotFoundError(f"--input {pattern}: no file matches")
+        for path in paths:
+            if os.path.isdir(path):
+                out.append(Input(path, "tree"))
+            elif os.path.isfile(path):
+                out.append(Input(path, "jsonl"))
+            else:
+                raise FileNotFoundError(f"--input {path}: no such file or directory")
+    return out
+
+
+def open_jsonl(path: str) -> Tuple[BinaryIO, BinaryIO]:
+    """(decompressed stream, raw file); the raw file's position measures progress on disk."""
+    raw = open(path, "rb")
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    if path.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), raw
+    return raw, raw
+
+
+def jsonl_chunks(path: str, chunk_bytes: int, start_index: int = 0) -> Iterator[Chunk]:
+    """Cut a JSONL file into chunks of whole lines (the last line may lack its newline)."""
+    stream, raw = open_jsonl(path)
+    index, line, carry, pos = start_index, 1, b"", 0
+    try:
+        while True:
+            try:
+                block = stream.read(chunk_bytes)
+            except (OSError, EOFError, ValueError) as e:  # corrupt gzip/zstd stream
+                raise ValueError(f"{path}: cannot decompress after line {line - 1}: {e}") from None
+            if not block:
+                break
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a chunk: keep reading
+                carry = block
+                continue
+            data, carry = block[:cut], block[cut:]
+            disk = raw.tell()
+            yield Chunk(index, path, "jsonl", first_line=line, data=data, disk_bytes=disk - pos)
+            index, line, pos = index + 1, line + data.count(b"\n"), disk
+        if carry:
+            yield Chunk(index, path, "jsonl", first_line=line, data=carry, disk_bytes=raw.tell() - pos)
+        elif raw.tell() > pos:
+            yield Chunk(index, path, "jsonl", first_line=line, data=b"", disk_bytes=raw.tell() - pos)
+    finally:
+        stream.close()
+        raw.close()
+
+
+def tree_files(root: str, extensions: Optional[Sequence[str]]) -> List[Tuple[str, int]]:
+    """(relative path, size) of the selected files under `root`, sorted by path."""
+    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in (extensions or LANGUAGES)}
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() not in wanted:
+                continue
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            out.append((os.path.relpath(path, root), os.path.getsize(path)))
+    return out
+
+
+def tree_chunks(root: str, files: List[Tuple[str, int]], chunk_bytes: int, start_index: int = 0) -> Iterator[Chunk]:
+    """Group files into chunks of about `chunk_bytes` (at most 4096 files each)."""
+    index, batch, size = start_index, [], 0
+    for rel, nbytes in files:
+        batch.append(rel)
+        size += nbytes
+        if size >= chunk_bytes or len(batch) >= 4096:
+            yield Chunk(index, root, "files", files=batch, disk_bytes=size)
+            index, batch, size = index + 1, [], 0
+    if batch:
+        yield Chunk(index, root, "files", files=batch, disk_bytes=size)
+
+
+def disk_size(inp: Input, extensions: Optional[Sequence[str]]) -> int:
+    if inp.kind == "tree":
+        return sum(size for _, size in tree_files(inp.path, extensions))
+    return os.path.getsize(inp.path)
+
+
+def all_chunks(inputs: Sequence[Input], chunk_bytes: int, extensions: Optional[Sequence[str]]) -> Iterator[Chunk]:
+    """Every input's chunks, numbered 0, 1, 2, ... in input order."""
+    index = 0
+    for inp in inputs:
+        if inp.kind == "tree":
+            it = tree_chunks(inp.path, tree_files(inp.path, extensions), chunk_bytes, index)
+        else:
+            it = jsonl_chunks(inp.path, chunk_bytes, index)
+        for chunk in it:
+            yield chunk
+            index = chunk.index + 1
+
+
+def language_of(path: str) -> Optional[str]:
+    return LANGUAGES.get(os.path.splitext(path)[1].lower())
+
+
+__all__ = ["Chunk", "Input", "LANGUAGES", "all_chunks", "disk_size", "jsonl_chunks", "language_of",
+           "resolve_inputs", "tree_chunks", "tree_files"]
