@@ -59,14 +59,14 @@ T load(const char* base, int64_t i) {
   return v;
 }
 
-// Converts int64 tokens to the dataset dtype T, refusing values T cannot hold (a uint16
+// Converts int32/int64 tokens to the dataset dtype T, refusing values T cannot hold (a uint16
 // dataset given a token id >= 65536 would otherwise wrap silently into a wrong token).
-template <typename T>
-bool convert_checked(const int64_t* src, T* dst, int64_t n, int64_t* bad_pos) {
+template <typename T, typename Src>
+bool convert_checked(const Src* src, T* dst, int64_t n, int64_t* bad_pos) {
   const int64_t lo = static_cast<int64_t>(std::numeric_limits<T>::min());
   const int64_t hi = static_cast<int64_t>(std::numeric_limits<T>::max());
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t v = src[i];
+    const int64_t v = static_cast<int64_t>(src[i]);
     if (v < lo || v > hi) { *bad_pos = i; return false; }
     dst[i] = static_cast<T>(v);
   }
@@ -85,7 +85,7 @@ class BinWriter {
   }
   ~BinWriter() { if (file_) std::fclose(file_); }
 
-  // tokens: [sum(lengths)] in the dataset dtype or int64; lengths: [n] int64, one per sequence.
+  // tokens: [sum(lengths)] in the dataset dtype, int32 or int64; lengths: [n] int64, one per sequence.
   void add(py::array tokens, py::array_t<int64_t, py::array::c_style | py::array::forcecast> lengths) {
     if (!file_) throw std::runtime_error(path_ + ": writer already closed");
     if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be 1-D, got ndim=" + std::to_string(tokens.ndim()));
@@ -104,14 +104,17 @@ class BinWriter {
       throw std::invalid_argument("lengths sum to " + std::to_string(total) + " but tokens has " +
                                   std::to_string(n_tok) + " entries");
     const bool native = static_cast<size_t>(tokens.itemsize()) == itemsize_ && same_kind(tokens.dtype());
-    if (!native && !tokens.dtype().is(py::dtype::of<int64_t>()))
-      throw std::invalid_argument("tokens must be int64 or the dataset dtype");
+    const bool from32 = tokens.dtype().is(py::dtype::of<int32_t>());
+    if (!native && !from32 && !tokens.dtype().is(py::dtype::of<int64_t>()))
+      throw std::invalid_argument("tokens must be int32, int64 or the dataset dtype");
 
     std::string error;
     {
       py::gil_scoped_release release;
       if (native) {
         write_bytes(tokens.data(), n_tok * itemsize_, &error);
+      } else if (from32) {
+        write_converted(static_cast<const int32_t*>(tokens.data()), n_tok, &error);
       } else {
         write_converted(static_cast<const int64_t*>(tokens.data()), n_tok, &error);
       }
@@ -159,14 +162,14 @@ class BinWriter {
       *error = path_ + ": write failed: " + std::strerror(errno);
   }
 
-  template <typename T>
-  void write_as(const int64_t* src, int64_t n, std::string* error) {
+  template <typename T, typename Src>
+  void write_as(const Src* src, int64_t n, std::string* error) {
     constexpr int64_t kChunk = 1 << 16;  // tokens per conversion buffer (128-512 KiB)
     std::vector<T> buf(static_cast<size_t>(std::min<int64_t>(n, kChunk)));
     for (int64_t start = 0; start < n && error->empty(); start += kChunk) {
       const int64_t m = std::min(kChunk, n - start);
       int64_t bad = -1;
-      if (!convert_checked<T>(src + start, buf.data(), m, &bad)) {
+      if (!convert_checked<T, Src>(src + start, buf.data(), m, &bad)) {
         std::ostringstream msg;
         msg << "token " << src[start + bad] << " at flat position " << (start + bad)
             << " does not fit the dataset dtype (code " << code_ << ")";
@@ -177,14 +180,15 @@ class BinWriter {
     }
   }
 
-  void write_converted(const int64_t* src, int64_t n, std::string* error) {
+  template <typename Src>
+  void write_converted(const Src* src, int64_t n, std::string* error) {
     switch (code_) {
-      case 1: write_as<uint8_t>(src, n, error); break;
-      case 2: write_as<int8_t>(src, n, error); break;
-      case 3: write_as<int16_t>(src, n, error); break;
-      case 4: write_as<int32_t>(src, n, error); break;
-      case 5: write_as<int64_t>(src, n, error); break;
-      case 8: write_as<uint16_t>(src, n, error); break;
+      case 1: write_as<uint8_t, Src>(src, n, error); break;
+      case 2: write_as<int8_t, Src>(src, n, error); break;
+      case 3: write_as<int16_t, Src>(src, n, error); break;
+      case 4: write_as<int32_t, Src>(src, n, error); break;
+      case 5: write_as<int64_t, Src>(src, n, error); break;
+      case 8: write_as<uint16_t, Src>(src, n, error); break;
     }
   }
 

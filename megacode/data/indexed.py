@@ -84,15 +84,15 @@ class IndexedDatasetWriter:
         self._done = False
 
     def _tokens(self, tokens) -> np.ndarray:
-        """Tokens as a 1-D contiguous array the C++ writer takes: the dataset dtype or int64."""
+        """Tokens as a 1-D contiguous array the C++ writer takes: the dataset dtype, int32 or int64."""
         arr = np.asarray(tokens)
         if arr.size == 0:
             return np.zeros(0, dtype=self.dtype)  # an empty document ([] comes in as float64)
         if arr.dtype.kind not in "iub":
             raise ValueError(f"{self.prefix}: tokens must be integers, got dtype {arr.dtype}")
         arr = arr.reshape(-1)
-        if arr.dtype != self.dtype:
-            arr = arr.astype(np.int64)  # C++ converts with a range check
+        if arr.dtype not in (self.dtype, np.dtype(np.int32), np.dtype(np.int64)):
+            arr = arr.astype(np.int64)  # C++ converts int32/int64 with a range check
         return np.ascontiguousarray(arr)
 
     def add_document(self, tokens) -> None:

@@ -94,6 +94,10 @@ def test_writer_rejects_tokens_outside_dtype_and_non_integers(tmp_path):
     with pytest.raises(ValueError, match=r"bad.*token 70000 at flat position 2"):
         with IndexedDatasetWriter(prefix, np.uint16) as w:
             w.add_document([1, 2, 70000])
+    with pytest.raises(ValueError, match=r"token -1 at flat position 1"):  # int32 input: converted in C++
+        IndexedDatasetWriter(prefix, np.uint16).add_document(np.array([1, -1], np.int32))
+    with pytest.raises(ValueError, match=r"token 300 at flat position 0"):
+        IndexedDatasetWriter(prefix, np.uint8).add_document(np.array([300], np.int16))
     with pytest.raises(ValueError, match="integers"):
         IndexedDatasetWriter(prefix, np.uint16).add_document(np.array([1.5]))
     with pytest.raises(ValueError, match="lengths sum to 5"):
