@@ -82,6 +82,11 @@ def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[to
         apply_rope_fusion=False,
         persist_layer_norm=False,
         deallocate_pipeline_outputs=True,
+        # gloo matches point-to-point messages between two ranks in posting order (tag 0): in a
+        # batched exchange with PP=2 and virtual stages, where the previous and next stage are
+        # the same peer, an activation and a gradient of equal shape can swap. The unbatched
+        # path orders sends/receives by rank parity and splits the two directions.
+        batch_p2p_comm=on_gpu,
         **fp8,
     )
 
