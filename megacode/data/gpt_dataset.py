@@ -28,7 +28,9 @@ INDEX_NAMES = ("document_order", "sample_index", "shuffle_index")
 def split_documents(num_documents: int, split: str) -> Tuple[np.ndarray, np.ndarray]:
     """Contiguous (train, valid) document ids for a 'train,valid' split in parts, e.g. '99,1'.
 
-    Train gets the first round(n * train / (train + valid)) documents, valid the rest.
+    Train gets the first round(n * train / (train + valid)) documents, valid the rest; a
+    non-zero part keeps at least one document when n >= 2 (a small dataset under '99,1' still
+    has something to validate on).
     """
     try:
         parts = [float(p) for p in str(split).split(",")]
@@ -37,6 +39,8 @@ def split_documents(num_documents: int, split: str) -> Tuple[np.ndarray, np.ndar
     if len(parts) != 2 or min(parts) < 0 or sum(parts) <= 0:
         raise ValueError(f"split must be two non-negative parts 'train,valid' like '99,1', got {split!r}")
     n_train = int(round(num_documents * parts[0] / sum(parts)))
+    if num_documents >= 2:
+        n_train = min(max(n_train, 1 if parts[0] > 0 else 0), num_documents - 1 if parts[1] > 0 else num_documents)
     return np.arange(n_train, dtype=np.int64), np.arange(n_train, num_documents, dtype=np.int64)
 
 

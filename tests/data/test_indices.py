@@ -150,6 +150,11 @@ def test_packed_dataset_contents(tmp_path):
     docs = write_dataset(str(tmp_path / "d"), rng)
     train_docs, valid_docs = split_documents(len(docs), "90,10")
     assert (train_docs.size, valid_docs.size) == (108, 12)
+    for n, split, sizes in [(20, "99,1", (19, 1)), (20, "1,99", (1, 19)), (20, "100,0", (20, 0)),
+                            (20, "0,1", (0, 20)), (1, "99,1", (1, 0)), (0, "99,1", (0, 0))]:
+        assert tuple(part.size for part in split_documents(n, split)) == sizes, (n, split)
+    with pytest.raises(ValueError, match="split must be"):
+        split_documents(10, "99")
     seq_length, num_samples = 32, 500  # needs several epochs of the 108 documents
     ds = PackedDataset(str(tmp_path / "d"), train_docs, seq_length, num_samples, seed=11, cache_dir=str(tmp_path / "c"))
     assert len(ds) == num_samples and ds.num_epochs >= 3
