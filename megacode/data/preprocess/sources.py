@@ -124,6 +124,7 @@ def tree_files(root: str, extensions: Optional[Sequence[str]]) -> List[Tuple[str
             if os.path.islink(path):
                 continue
             out.append((os.path.relpath(path, root), os.path.getsize(path)))
+    out.sort(key=lambda item: item[0].split(os.sep))  # by path components, whatever the walk order
     return out
 
 
