@@ -8,6 +8,7 @@ its own row, so sampling is independent per sample.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ class TextGenerator(Protocol):
     """prompts -> for each prompt, `num_samples` completions, each cut before its first stop string."""
 
     def generate(self, prompts: Sequence[str], stop: Sequence[str], num_samples: int,
-                 desc: str = "generate") -> list[list[str]]:
+                 desc: str = "generate", seed: Optional[int] = None) -> list[list[str]]:
+        """`seed` (default: the settings' seed) seeds this call's sampling; callers generating in
+        chunks pass one per chunk, so a resumed run samples each chunk as the first run would."""
         ...
 
 
@@ -107,8 +110,14 @@ class HFGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(self.device).eval()
         log.info("loaded %s on %s (%s)", model_dir, self.device, dtype)
 
+    def with_settings(self, settings: GenerationSettings) -> "HFGenerator":
+        """The same loaded model and tokenizer, decoding with other settings."""
+        other = copy.copy(self)
+        other.settings = settings
+        return other
+
     def generate(self, prompts: Sequence[str], stop: Sequence[str], num_samples: Optional[int] = None,
-                 desc: str = "generate") -> list[list[str]]:
+                 desc: str = "generate", seed: Optional[int] = None) -> list[list[str]]:
         import torch
 
         n = num_samples or self.settings.num_samples
@@ -121,7 +130,7 @@ class HFGenerator:
         for batch_index, first in enumerate(bar):
             batch = rows[first:first + size]
             texts = [prompts[i] for i, _ in batch]
-            torch.manual_seed(self.settings.seed + batch_index)
+            torch.manual_seed((self.settings.seed if seed is None else seed) + batch_index)
             completions, new_tokens = self._batch(texts, stop)
             for (i, j), text in zip(batch, completions):
                 out[i][j] = text
