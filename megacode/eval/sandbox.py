@@ -1,7 +1,8 @@
 """Runs untrusted Python (model-written solutions and their tests), one fresh process per run.
 
 Containment, outermost first (`sandbox_child.py` does the in-process half):
-- a uid no account uses (uid_base + worker slot) when the host is root, so root's file rights and
+- a uid no account uses (from uid_base up, each held by one run at a time across threads and
+  processes through a lock file) when the host is root, so root's file rights and
   root's exemption from RLIMIT_NPROC never reach the program (a fork bomb as root is unlimited);
 - new user, network, mount, pid, IPC and UTS namespaces where the kernel allows unprivileged
   ones: no network interface but a downed loopback, a private size-capped tmpfs as the working
@@ -19,10 +20,10 @@ that refuses network calls from Python (C-level sockets are then not blocked).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
-import queue
 import secrets
 import select
 import shutil
@@ -48,6 +49,7 @@ _EXIT_SETUP = 121
 _WORKDIR_NS = "/tmp/work"
 _REPORT_CAP = 64 * 1024
 _KILL_GRACE_S = 5.0
+_UID_RANGE = 1024
 # Imports a pure-Python stdlib module, so the program's uid must be able to read the stdlib.
 _PROBE = "import sys, textwrap\nassert sys.version_info >= (3, 8) and textwrap.dedent(' x') == 'x'\n"
 
@@ -81,9 +83,7 @@ class Sandbox:
 
     def __init__(self, config: Optional[SandboxConfig] = None):
         self.config = config or SandboxConfig()
-        self._slots: "queue.SimpleQueue[int]" = queue.SimpleQueue()
-        for slot in range(self.config.worker_count):
-            self._slots.put(slot)
+        self._running = threading.BoundedSemaphore(self.config.worker_count)
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -100,11 +100,8 @@ class Sandbox:
 
     def run_job(self, job: SandboxJob) -> SandboxResult:
         isolation = self.isolation
-        slot = self._slots.get()
-        try:
-            return self._execute(job, slot, isolation)
-        finally:
-            self._slots.put(slot)
+        with self._running:
+            return self._execute(job, isolation)
 
     def run_many(self, jobs: Sequence[SandboxJob], desc: str = "sandbox", progress: bool = True) -> list[SandboxResult]:
         """Results in the order of `jobs`; a tqdm bar shows runs per second."""
@@ -119,9 +116,17 @@ class Sandbox:
         return results  # type: ignore[return-value]
 
     # ---- one run ----------------------------------------------------------------------------
-    def _execute(self, job: SandboxJob, slot: int, iso: Isolation) -> SandboxResult:
+    def _execute(self, job: SandboxJob, iso: Isolation) -> SandboxResult:
+        if not iso.dedicated_uid:
+            return self._execute_as(job, None, iso)
+        uid, lock = _acquire_uid(self.config.uid_base)
+        try:
+            return self._execute_as(job, uid, iso)
+        finally:
+            os.close(lock)  # releases the uid
+
+    def _execute_as(self, job: SandboxJob, uid: Optional[int], iso: Isolation) -> SandboxResult:
         cfg = self.config
-        uid = cfg.uid_base + slot if iso.dedicated_uid else None
         host_dir = None
         if iso.namespaces:
             workdir = _WORKDIR_NS
@@ -145,11 +150,9 @@ class Sandbox:
             "report_fd": write_fd, "namespaces": iso.namespaces, "workdir": workdir, "tmpfs_mb": cfg.tmpfs_mb,
             "memory_mb": cfg.memory_mb, "file_size_mb": cfg.file_size_mb, "max_open_files": cfg.max_open_files,
             "cpu_time_s": cfg.cpu_limit_s, "block_sockets": cfg.block_sockets, "run_name": job.run_name,
-            # Supervisors (bootstrap, and init with namespaces) count too. Without namespaces the
-            # count is per uid, meaningful only for a uid reserved to this slot.
             # Counted per (user namespace, uid) with namespaces, where bootstrap and init count
-            # too; else per uid, meaningful only for the slot's own uid (the root supervisor
-            # does not count).
+            # too; else per uid, meaningful only for a uid reserved to this run (the root
+            # supervisor does not count).
             "nproc": (cfg.max_processes + 2 if iso.namespaces else cfg.max_processes if uid is not None else None),
             # Without namespaces a root bootstrap stays root and drops only the program.
             "program_uid": uid if not iso.namespaces else None,
@@ -171,7 +174,10 @@ class Sandbox:
             finally:
                 os.close(write_fd)
             try:
-                lines, killed = self._talk(proc, payload, read_fd, nonce, timeout)
+                # Only without namespaces and a uid of its own can a daemon outlive the run
+                # while holding the pipe; there, the bootstrap's exit ends the run.
+                lines, killed = self._talk(proc, payload, read_fd, nonce, timeout,
+                                           until_exit=not iso.namespaces and uid is None)
             finally:
                 os.close(read_fd)
             seconds = time.monotonic() - start
@@ -180,10 +186,11 @@ class Sandbox:
             stdout, stderr = _tail(out, cfg.output_tail_bytes), _tail(err, cfg.output_tail_bytes)
         return _verdict(lines, killed, proc.returncode, stdout, stderr, seconds, timeout, cfg.cpu_limit_s)
 
-    def _talk(self, proc: subprocess.Popen, payload: bytes, read_fd: int, nonce: str,
-              timeout: float) -> tuple[dict, bool]:
+    def _talk(self, proc: subprocess.Popen, payload: bytes, read_fd: int, nonce: str, timeout: float,
+              until_exit: bool = False) -> tuple[dict, bool]:
         """Send the payload, then read reports until every process of the run has let go of the
-        pipe (EOF) or the deadline passes. Returns {word: detail} and whether we killed it."""
+        pipe (EOF), or with `until_exit` the bootstrap has exited after reporting, or the deadline
+        passes. Returns {word: detail} and whether we killed it."""
         try:
             proc.stdin.write(payload)
         except BrokenPipeError:
@@ -200,10 +207,14 @@ class Sandbox:
         stage = 0  # 0 running, 1 asked the bootstrap to stop it, 2 killed the process group
         while True:
             remaining = deadline - time.monotonic()
+            if until_exit and "status" in lines:
+                if proc.poll() is not None:
+                    break
+                remaining = min(remaining, 0.02)
             ready, _, _ = select.select([read_fd], [], [], max(remaining, 0))
             if not ready:
-                if proc.poll() is not None and "status" in lines:
-                    break  # done; something it spawned still holds the pipe (no-namespace mode)
+                if until_exit and "status" in lines and time.monotonic() < deadline:
+                    continue
                 if stage == 2:
                     log.warning("sandbox: processes of a killed run still hold its pipe after SIGKILL")
                     break
@@ -251,7 +262,7 @@ class Sandbox:
             for namespaces in modes:
                 iso = Isolation(python, dedicated, namespaces, "" if namespaces else why_not)
                 try:
-                    result = self._execute(SandboxJob(_PROBE), 0, iso)
+                    result = self._execute(SandboxJob(_PROBE), iso)
                 except (PermissionError, FileNotFoundError) as err:
                     errors.append(f"{python}: cannot execute ({err.strerror})")
                     break  # this interpreter is unusable whatever the mode
@@ -264,6 +275,22 @@ class Sandbox:
                     return iso
                 errors.append(f"{python}: probe program {result.status}: {result.reason} {result.stderr_tail[-300:]}")
         raise SandboxError("no usable sandbox; tried: " + " | ".join(errors))
+
+
+def _acquire_uid(base: int) -> tuple[int, int]:
+    """The lowest uid from `base` that no other run holds, and the fd whose flock holds it. The
+    lock files make the reservation hold across processes too: without namespaces, the sweep
+    after a run kills every process of its uid, which must be this run's alone."""
+    directory = Path(tempfile.gettempdir()) / "megacode-sandbox-uids"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for uid in range(base, base + _UID_RANGE):
+        fd = os.open(directory / f"{uid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return uid, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise SandboxError(f"all {_UID_RANGE} sandbox uids from {base} are in use ({directory})")
 
 
 def _python_candidates() -> list[str]:

@@ -16,7 +16,7 @@ Process tree when namespaces are on:
     program    own session, no capabilities, no_new_privs; runs the program, then the test.
 
 Without namespaces the bootstrap is the supervisor itself, a child subreaper. Started as root, it
-stays root (out of the program's reach) and the program alone drops to the slot's uid; when the
+stays root (out of the program's reach) and the program alone drops to the run's uid; when the
 program ends it kills every process of that uid and reaps them. Started as another user, it
 can only kill the program's process group.
 
@@ -151,7 +151,7 @@ def _sweep():
     """Kill every process of the run outside a pid namespace (there, init's exit does it)."""
     uid = _sweep_spec.get("program_uid")
     if uid is not None:
-        # The program's uid is reserved to this slot: kill(-1) as that uid reaches exactly the
+        # The program's uid is reserved to this run: kill(-1) as that uid reaches exactly the
         # run's processes, daemons that left the session included. We stay root, out of reach.
         helper = os.fork()
         if helper == 0:
@@ -226,16 +226,20 @@ def _supervise(spec, payload, nonce):
         _report(nonce, "status", str(status))
     if not spec["namespaces"]:
         _sweep()
-        while True:  # reap the killed leftovers
+        # With the run's own uid every leftover is dead or dying: wait for each. Without one,
+        # a daemon that left the process group survives the sweep: reap only what has exited.
+        flags = 0 if spec["program_uid"] is not None else os.WNOHANG
+        while True:
             try:
-                os.waitpid(-1, 0)
+                if os.waitpid(-1, flags)[0] == 0:
+                    break
             except ChildProcessError:
                 break
     os._exit(0)
 
 
 def _drop_to(uid):
-    """Without namespaces and as root: the program alone runs as the slot's uid."""
+    """Without namespaces and as root: the program alone runs as the run's uid."""
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)

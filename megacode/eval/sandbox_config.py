@@ -46,8 +46,9 @@ class SandboxConfig:
     """`auto`: use user/net/mount/pid namespaces when the kernel allows them, else fall back and
     say so; `require`: fail without them; `off`: never use them (weaker, for comparison)."""
     uid_base: int = 2_100_000_000
-    """When the host runs as root, worker slot i runs as uid/gid uid_base + i: a uid no account
-    uses, so root's exemption from RLIMIT_NPROC and root's file rights do not reach the program."""
+    """When the host runs as root, each run gets a uid/gid from uid_base up (1024 of them), held
+    by that run alone: a uid no account uses, so root's exemption from RLIMIT_NPROC and root's
+    file rights do not reach the program."""
     block_sockets: bool = True
     """Also refuse network calls from Python (`socket.connect`, `getaddrinfo`, ...) through an
     audit hook: a clear error inside the namespace, the only network barrier without it."""

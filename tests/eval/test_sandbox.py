@@ -110,11 +110,11 @@ def test_fallback_without_namespaces_still_contains(tmp_path):
     assert "fallback-secret-value" not in results["secret"].stdout_tail
     assert "network access is disabled" in results["socket"].reason
     assert results["os_exit"].status == "failed"
-    if sandbox.isolation.dedicated_uid:  # as root: the program alone runs as the slot's uid
+    if sandbox.isolation.dedicated_uid:  # as root: the program alone runs as the run's uid
         assert results["fork_count"].stdout_tail.strip() == "3"
         assert results["kill_parent"].status == "failed" and "PermissionError" in results["kill_parent"].reason
         leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) in
-                     range(config.uid_base, config.uid_base + config.worker_count)]
+                     range(config.uid_base, config.uid_base + 1024)]
         assert leftovers == []
 
 

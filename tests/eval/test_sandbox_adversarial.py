@@ -46,7 +46,7 @@ def sandbox_uid_processes(config: SandboxConfig) -> list[int]:
                 uid = os.stat(f"/proc/{entry}").st_uid
             except FileNotFoundError:
                 continue
-            if config.uid_base <= uid < config.uid_base + config.worker_count:
+            if config.uid_base <= uid < config.uid_base + 1024:  # the range runs take uids from
                 found.append(int(entry))
     return found
 

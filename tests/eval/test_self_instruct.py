@@ -204,3 +204,33 @@ def test_cli_with_tiny_random_models(tiny_model_dir, tiny_model_dir_b, tmp_path)
     assert counts["triplets"] == counts["dialogs"] == counts["questions_with_passing_solution"]
     for name in ("questions.jsonl", "candidates.jsonl", "executions.jsonl", "triplets.jsonl", "dialogs.jsonl"):
         assert (out / name).exists()
+
+
+def test_trained_tiny_model_end_to_end(trained_selfinstruct_model_dir, tmp_path, sandbox):
+    """Real HF generation that the pipeline can parse: questions (each round repeats them, so
+    dedup has work), tests, and sampled solutions of which some are wrong. Kept solutions must be
+    the first passing ones, and pass again when rerun."""
+    from megacode.selfinstruct.pipeline import run as run_pipeline
+
+    settings = dict(top_p=1.0, max_new_tokens=64, device="cpu")
+    cfg = SelfInstructConfig(
+        output_dir=str(tmp_path), question_model=str(trained_selfinstruct_model_dir),
+        code_model=str(trained_selfinstruct_model_dir), rounds=2, questions_per_prompt=3, tests_per_question=3,
+        chunk_size=2, question_generation=GenerationSettings(temperature=0.2, batch_size=2, **settings),
+        test_generation=GenerationSettings(max_new_tokens=64, device="cpu"),  # greedy
+        # Temperature 1 at the one token where the two trained answers part: right or wrong.
+        solution_generation=GenerationSettings(temperature=1.0, num_samples=6, batch_size=12, **settings),
+        sandbox=SandboxConfig(timeout_s=10, workers=2))
+    counts = run_pipeline(cfg, sandbox=sandbox)
+    assert counts["question_rounds"] == 2 and counts["questions_generated"] == 4 and counts["questions_unique"] == 2
+    assert counts["questions_with_tests"] == 2 and counts["tests"] == 4 and counts["solutions_generated"] == 12
+    assert 0 < counts["solutions_passed"] < counts["solutions_executed"]  # sampling gave right and wrong ones
+    executions = read_jsonl(tmp_path / "executions.jsonl")
+    for row in executions:
+        passing = [i for i, status in enumerate(row["statuses"]) if status == "passed"]
+        assert row["kept"] == (passing[0] if passing else None)
+    triplets = read_jsonl(tmp_path / "triplets.jsonl")
+    assert len(triplets) == counts["triplets"] == counts["questions_with_passing_solution"] >= 1
+    for t in triplets:
+        assert t["solution"] == "def add(a, b):\n    return a + b"
+        assert sandbox.run(t["solution"], "\n".join(t["tests"])).passed
