@@ -36,6 +36,21 @@
 namespace megacode {
 namespace spm {
 
+// memcmp(a, b, n) == 0 without a library call for the short strings of the word cache.
+inline bool same_bytes(const char* a, const char* b, size_t n) {
+  if (n <= 16 && n >= 8) {
+    uint64_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 8); std::memcpy(&y0, b, 8);
+    std::memcpy(&x1, a + n - 8, 8); std::memcpy(&y1, b + n - 8, 8);
+    return x0 == y0 && x1 == y1;
+  }
+  if (n < 8) {
+    for (size_t i = 0; i < n; ++i) if (a[i] != b[i]) return false;
+    return true;
+  }
+  return std::memcmp(a, b, n) == 0;
+}
+
 // Per-thread memo: word bytes -> final ids. Reset when it grows past its budget.
 class WordCache {
  public:
@@ -47,7 +62,7 @@ class WordCache {
     for (size_t i = h & mask_;; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
       if (s.key_len == 0) return false;
-      if (s.hash == h && s.key_len == w.size() && std::memcmp(keys_.data() + s.key_off, w.data(), w.size()) == 0) {
+      if (s.hash == h && s.key_len == w.size() && same_bytes(keys_.data() + s.key_off, w.data(), w.size())) {
         *begin = s.ids_off;
         *end = s.ids_off + s.ids_len;
         return true;
@@ -99,12 +114,13 @@ struct EncodeState {
   explicit EncodeState(size_t cache_entries = 1 << 20) : cache(cache_entries) {}
   std::string normalized;
   std::vector<int32_t> word_ids;
-  struct Symbol { int prev, next; uint32_t begin, len; bool frozen; };
-  struct Pair { uint32_t key; int left, right; uint32_t len; };
+  struct Symbol { int prev, next; uint32_t begin, len; int32_t id; bool frozen; };  // id: piece, virtual or -1
+  struct Pair { uint32_t key; int left, right; uint32_t len; int32_t id; };           // id: the merged piece
   std::vector<Symbol> symbols;
   std::vector<Pair> agenda;
   WordCache cache;
   bool use_cache = true;  // false: every word through BPE (for measuring the cache's share)
+  uint64_t words = 0, bpe_words = 0;  // words seen, words that went through BPE (cache misses)
 };
 
 class BpeEncoder {
@@ -144,6 +160,9 @@ class BpeEncoder {
   }
 
  private:
+  // A merge rule: the pair (left id, right id) becomes piece `id`, ranked by `key`.
+  struct Merge { int32_t id; uint32_t key; };
+
   void init() {
     const ModelSpec& m = spec_;
     if (m.model_type != 2) throw std::invalid_argument("model_type is not BPE");
@@ -152,10 +171,10 @@ class BpeEncoder {
     if (m.treat_whitespace_as_suffix) throw std::invalid_argument("treat_whitespace_as_suffix is set");
     const size_t n = m.pieces.size();
     all_.reserve(n);
-    mergeable_.reserve(n);
     keys_.resize(n);
     reserved_.assign(n, 0);
     std::fill(byte_ids_, byte_ids_ + 256, -1);
+    std::fill(ascii_ids_, ascii_ids_ + 128, -1);
     ascii_joined_.assign(128 * 128, 0);
     space_ = m.escape_whitespaces ? "\xe2\x96\x81" : " ";
     for (size_t id = 0; id < n; ++id) {
@@ -175,47 +194,91 @@ class BpeEncoder {
           throw std::invalid_argument("byte piece " + p + " is malformed");
         byte_ids_[std::stoi(p.substr(3, 2), nullptr, 16)] = static_cast<int32_t>(id);
       }
-      if (type != NORMAL && type != USER_DEFINED) continue;
-      mergeable_.insert(p, static_cast<int32_t>(id));
       if (type == USER_DEFINED) {
         user_defined_.insert(p, static_cast<int32_t>(id));
         max_user_defined_ = std::max(max_user_defined_, p.size());
-      }
-      // Record every code-point bigram inside the piece: word cuts avoid them.
-      uint32_t prev = 0;
-      for (size_t i = 0; i < p.size();) {
-        const size_t len = std::min<size_t>(one_char_len(static_cast<unsigned char>(p[i])), p.size() - i);
-        const uint32_t cp = decode_cp(p.data() + i, static_cast<int>(len));
-        if (i > 0) {
-          if (prev < 128 && cp < 128) ascii_joined_[prev * 128 + cp] = 1;
-          else joined_.insert((static_cast<uint64_t>(prev) << 32) | cp);
-        }
-        prev = cp;
-        i += len;
       }
     }
     if (unk_id_ < 0) throw std::invalid_argument("model has no UNKNOWN piece");
     if (m.byte_fallback && std::count(byte_ids_, byte_ids_ + 256, -1) > 0)
       throw std::invalid_argument("byte_fallback is set but the 256 <0xXX> pieces are not all there");
+    // Every single character gets an id: its piece's, or a "virtual" id >= vocab_size when it
+    // occurs only inside pieces, so that merges are looked up by (left id, right id).
+    int32_t next_virtual = static_cast<int32_t>(n);
+    std::vector<std::pair<uint32_t, size_t>> chars;  // (code point, byte offset) of one piece
+    for (size_t id = 0; id < n; ++id) {
+      if (m.types[id] != NORMAL && m.types[id] != USER_DEFINED) continue;
+      const std::string& p = m.pieces[id];
+      split_chars(p, &chars);
+      for (size_t k = 0; k < chars.size(); ++k) {
+        const uint32_t cp = chars[k].first;
+        if (char_id(cp) < 0 && all_.find(p.data() + chars[k].second, char_len(p, chars, k)) < 0)
+          set_char_id(cp, next_virtual++);
+        if (k > 0) {  // bigrams inside pieces: word cuts avoid them
+          const uint32_t a = chars[k - 1].first;
+          if (a < 128 && cp < 128) ascii_joined_[a * 128 + cp] = 1;
+          else joined_.insert(pair_key(a, cp), 1);
+        }
+      }
+    }
+    for (size_t id = 0; id < n; ++id) {  // chars that are pieces themselves (any type)
+      const std::string& p = m.pieces[id];
+      if (static_cast<size_t>(one_char_len(static_cast<unsigned char>(p[0]))) == p.size())
+        set_char_id(decode_cp(p.data(), static_cast<int>(p.size())), static_cast<int32_t>(id));
+    }
+    // Merge rules: each mergeable piece P, at each character boundary P = L + R where L and R
+    // can be symbols (a single character, or a piece).
+    for (size_t id = 0; id < n; ++id) {
+      if (m.types[id] != NORMAL && m.types[id] != USER_DEFINED) continue;
+      const std::string& p = m.pieces[id];
+      split_chars(p, &chars);
+      for (size_t k = 1; k < chars.size(); ++k) {
+        const size_t cut = chars[k].second;
+        const int32_t l = k == 1 ? char_id(chars[0].first) : all_.find(p.data(), cut);
+        const int32_t r = k + 1 == chars.size() ? char_id(chars[k].first) : all_.find(p.data() + cut, p.size() - cut);
+        if (l >= 0 && r >= 0) merges_.insert(pair_key(l, r), Merge{static_cast<int32_t>(id), keys_[id]});
+      }
+    }
+  }
+
+  static void split_chars(const std::string& p, std::vector<std::pair<uint32_t, size_t>>* out) {
+    out->clear();
+    for (size_t i = 0; i < p.size();) {
+      const size_t len = std::min<size_t>(one_char_len(static_cast<unsigned char>(p[i])), p.size() - i);
+      out->emplace_back(decode_cp(p.data() + i, static_cast<int>(len)), i);
+      i += len;
+    }
+  }
+  static size_t char_len(const std::string& p, const std::vector<std::pair<uint32_t, size_t>>& c, size_t k) {
+    return (k + 1 < c.size() ? c[k + 1].second : p.size()) - c[k].second;
+  }
+  int32_t char_id(uint32_t cp) const {
+    if (cp < 128) return ascii_ids_[cp];
+    const int32_t* v = char_ids_.find(cp);
+    return v ? *v : -1;
+  }
+  void set_char_id(uint32_t cp, int32_t id) {
+    if (cp < 128) ascii_ids_[cp] = id;
+    else char_ids_.insert(cp, id);  // a char gets a virtual id only when it is no piece: no clash
   }
 
   bool joined(uint32_t a, uint32_t b) const {
     if ((a | b) < 128) return ascii_joined_[a * 128 + b] != 0;
-    return joined_.contains((static_cast<uint64_t>(a) << 32) | b);
+    return joined_.find(pair_key(a, b)) != nullptr;
   }
 
   void normalize(std::string_view text, bool dummy_prefix, std::string* out) const {
-    out->clear();
-    out->reserve(text.size() + 3 * 8);
-    if (dummy_prefix && spec_.add_dummy_prefix) out->append(space_);
-    size_t i = 0;
-    while (i < text.size()) {
-      const void* hit = std::memchr(text.data() + i, ' ', text.size() - i);
-      const size_t j = hit ? static_cast<const char*>(hit) - text.data() : text.size();
-      out->append(text.data() + i, j - i);
-      if (j < text.size()) out->append(space_);
-      i = j + 1;
+    const bool prefix = dummy_prefix && spec_.add_dummy_prefix;
+    out->resize((text.size() + (prefix ? 1 : 0)) * space_.size());  // worst case: every byte a space
+    char* dst = out->data();
+    const char* sp = space_.data();
+    const size_t sn = space_.size();
+    if (prefix) { std::memcpy(dst, sp, sn); dst += sn; }
+    for (const char c : text) {
+      if (c == ' ') { std::memcpy(dst, sp, sn); dst += sn; }
+      else *dst++ = c;
     }
+    out->resize(static_cast<size_t>(dst - out->data()));
   }
 
   // Appends a word's ids, merging runs of <unk> across words when there is no byte fallback.
@@ -231,7 +294,9 @@ class BpeEncoder {
   }
 
   void emit_word(std::string_view w, EncodeState* st, std::vector<int32_t>* out, size_t doc_start) const {
+    ++st->words;
     if (w.size() > WordCache::kMaxWordBytes || !st->use_cache) {
+      ++st->bpe_words;
       st->word_ids.clear();
       encode_word(w, st, &st->word_ids);
       append(st->word_ids.data(), st->word_ids.size(), out, doc_start);
@@ -240,6 +305,7 @@ class BpeEncoder {
     const uint64_t h = hash_bytes(w.data(), w.size());
     uint32_t b, e;
     if (!st->cache.find(w, h, &b, &e)) {
+      ++st->bpe_words;
       st->word_ids.clear();
       encode_word(w, st, &st->word_ids);
       st->cache.insert(w, h, st->word_ids.data(), st->word_ids.size());
@@ -250,9 +316,8 @@ class BpeEncoder {
   }
 
   // Final symbol -> ids: its piece, or its bytes (byte fallback), or <unk>.
-  void emit_symbol(const char* p, size_t len, std::vector<int32_t>* out) const {
-    const int32_t id = all_.find(p, len);
-    if (id >= 0 && !reserved_[id]) {
+  void emit_symbol(int32_t id, const char* p, size_t len, std::vector<int32_t>* out) const {
+    if (id >= 0 && id < vocab_size() && !reserved_[id]) {
       out->push_back(id);
     } else if (spec_.byte_fallback) {
       for (size_t k = 0; k < len; ++k) out->push_back(byte_ids_[static_cast<unsigned char>(p[k])]);
@@ -267,15 +332,21 @@ class BpeEncoder {
     sym.clear();
     for (size_t pos = 0; pos < w.size();) {
       size_t len = 0;
+      int32_t id = -1;
       bool frozen = false;
       if (max_user_defined_ > 0) {  // longest USER_DEFINED piece starting here
-        for (size_t k = std::min(max_user_defined_, w.size() - pos); k > 0; --k) {
-          if (user_defined_.find(w.data() + pos, k) >= 0) { len = k; frozen = true; break; }
+        for (size_t k = std::min(max_user_defined_, w.size() - pos); k > 0 && !frozen; --k) {
+          id = user_defined_.find(w.data() + pos, k);
+          if (id >= 0) { len = k; frozen = true; }
         }
       }
-      if (len == 0) len = std::min<size_t>(one_char_len(static_cast<unsigned char>(w[pos])), w.size() - pos);
+      if (!frozen) {
+        const unsigned char c = static_cast<unsigned char>(w[pos]);
+        len = c < 0x80 ? 1 : std::min<size_t>(one_char_len(c), w.size() - pos);
+        id = c < 0x80 ? ascii_ids_[c] : char_id(decode_cp(w.data() + pos, static_cast<int>(len)));
+      }
       const int idx = static_cast<int>(sym.size());
-      sym.push_back({idx - 1, idx + 1, static_cast<uint32_t>(pos), static_cast<uint32_t>(len), frozen});
+      sym.push_back({idx - 1, idx + 1, static_cast<uint32_t>(pos), static_cast<uint32_t>(len), id, frozen});
       pos += len;
     }
     sym.back().next = -1;
@@ -285,11 +356,13 @@ class BpeEncoder {
       return a.key < b.key || (a.key == b.key && a.left > b.left);
     };
     auto candidate = [&](int l, int r, bool heap) {
-      if (l < 0 || r < 0 || sym[l].frozen || sym[r].frozen) return;
-      const uint32_t len = sym[l].len + sym[r].len;
-      const int32_t id = mergeable_.find(w.data() + sym[l].begin, len);
-      if (id < 0) return;
-      agenda.push_back({keys_[id], l, r, len});
+      if (l < 0 || r < 0) return;
+      const auto& L = sym[l];
+      const auto& R = sym[r];
+      if (L.frozen || R.frozen || L.id < 0 || R.id < 0) return;
+      const Merge* mg = merges_.find(pair_key(static_cast<uint32_t>(L.id), static_cast<uint32_t>(R.id)));
+      if (mg == nullptr) return;
+      agenda.push_back({mg->key, l, r, L.len + R.len, mg->id});
       if (heap) std::push_heap(agenda.begin(), agenda.end(), lower);
     };
     for (int i = 1; i < static_cast<int>(sym.size()); ++i) candidate(i - 1, i, false);
@@ -302,26 +375,29 @@ class BpeEncoder {
       auto& R = sym[top.right];
       if (L.len == 0 || R.len == 0 || L.len + R.len != top.len) continue;  // stale
       L.len += R.len;
+      L.id = top.id;
       L.next = R.next;
       if (R.next >= 0) sym[R.next].prev = top.left;
       R.len = 0;
       candidate(L.prev, top.left, true);
       candidate(top.left, L.next, true);
     }
-    for (int i = 0; i != -1; i = sym[i].next) emit_symbol(w.data() + sym[i].begin, sym[i].len, out);
+    for (int i = 0; i != -1; i = sym[i].next) emit_symbol(sym[i].id, w.data() + sym[i].begin, sym[i].len, out);
   }
 
   ModelSpec spec_;
   StrMap all_;           // every piece -> id
-  StrMap mergeable_;     // NORMAL and USER_DEFINED pieces -> id: the merge targets
   StrMap user_defined_;  // USER_DEFINED pieces: matched whole and never merged
   size_t max_user_defined_ = 0;
   std::vector<uint32_t> keys_;     // [vocab] score_key of each piece
   std::vector<uint8_t> reserved_;  // [vocab] CONTROL/UNKNOWN/BYTE: never an encoding result
   int32_t byte_ids_[256];
   int32_t unk_id_ = -1;
+  int32_t ascii_ids_[128];             // char -> piece id, virtual id (>= vocab) or -1
+  U64Map<int32_t> char_ids_;           // the same for non-ASCII code points
+  U64Map<Merge> merges_;               // pair_key(left id, right id) -> merged piece
   std::vector<uint8_t> ascii_joined_;  // [128 * 128] bigram (a, b) occurs inside some piece
-  U64Set joined_;                      // the same for bigrams with a non-ASCII character
+  U64Map<uint8_t> joined_;             // the same for bigrams with a non-ASCII character
   std::string space_;
 };
 

@@ -118,36 +118,41 @@ class StrMap {
   size_t mask_ = 0, size_ = 0;
 };
 
-// Open-addressing set of uint64 keys (the code-point bigrams found inside pieces).
-class U64Set {
+// Open-addressing map from uint64 keys to small values (code-point bigrams, char ids, merges).
+template <typename V>
+class U64Map {
  public:
-  void insert(uint64_t key) {
-    if (2 * (size_ + 1) > slots_.size()) {
-      std::vector<uint64_t> old;
-      old.swap(slots_);
-      slots_.assign(std::max<size_t>(64, old.size() * 2), kEmpty);
-      mask_ = slots_.size() - 1;
-      size_ = 0;
-      for (uint64_t k : old) if (k != kEmpty) insert(k);
-    }
+  void insert(uint64_t key, V value) {  // keeps the first value of a key
+    if (2 * (size_ + 1) > slots_.size()) grow();
     for (size_t i = mix64(key, 0x9E3779B97F4A7C15ull) & mask_;; i = (i + 1) & mask_) {
-      if (slots_[i] == key) return;
-      if (slots_[i] == kEmpty) { slots_[i] = key; ++size_; return; }
+      if (slots_[i].key == key) return;
+      if (slots_[i].key == kEmpty) { slots_[i] = Slot{key, value}; ++size_; return; }
     }
   }
-  bool contains(uint64_t key) const {
-    if (slots_.empty()) return false;
+  const V* find(uint64_t key) const {  // nullptr when absent
+    if (slots_.empty()) return nullptr;
     for (size_t i = mix64(key, 0x9E3779B97F4A7C15ull) & mask_;; i = (i + 1) & mask_) {
-      if (slots_[i] == key) return true;
-      if (slots_[i] == kEmpty) return false;
+      if (slots_[i].key == key) return &slots_[i].value;
+      if (slots_[i].key == kEmpty) return nullptr;
     }
   }
 
  private:
-  static constexpr uint64_t kEmpty = ~0ull;  // never a bigram: code points are < 2^21
-  std::vector<uint64_t> slots_;
+  static constexpr uint64_t kEmpty = ~0ull;  // never a key: ids and code points are < 2^31
+  struct Slot { uint64_t key = kEmpty; V value{}; };
+  void grow() {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(std::max<size_t>(64, old.size() * 2), Slot{});
+    mask_ = slots_.size() - 1;
+    size_ = 0;
+    for (const Slot& s : old) if (s.key != kEmpty) insert(s.key, s.value);
+  }
+  std::vector<Slot> slots_;
   size_t mask_ = 0, size_ = 0;
 };
+
+inline uint64_t pair_key(uint32_t a, uint32_t b) { return (static_cast<uint64_t>(a) << 32) | b; }
 
 // The fields of sentencepiece_model.proto the encoder needs, read from the serialized ModelProto.
 struct ModelSpec {

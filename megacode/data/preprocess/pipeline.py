@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from megacode.data.preprocess.sources import all_chunks, disk_size, resolve_inputs
-from megacode.data.preprocess.worker import ChunkProcessor, ChunkResult, WorkerOptions, init_worker, process_chunk
+from megacode.data.preprocess.worker import (ChunkProcessor, ChunkResult, WorkerOptions, init_worker, preload,
+                                             process_chunk)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class _Outputs:
         self.writers = {}
         self.sidecars: List[Tuple[str, str]] = []  # (temporary, final)
         self.meta_files, self.rejects_file = {}, None
+        self.lines_before = {}  # jsonl file -> lines in the chunks written so far
         for key, prefix in zip(cfg.json_keys, self.prefixes):
             self.writers[key] = IndexedDatasetWriter(prefix, dtype=dtype)
         if cfg.rejects_path:
@@ -123,9 +125,14 @@ class _Outputs:
                 self.meta_files[key].write("\n".join(res.meta) + "\n")
         if self.rejects_file is not None:
             for source, where, reason, detail in res.rejects:
-                pos = {"line": where} if isinstance(where, int) else {"path": where}
+                if isinstance(where, int):  # chunk-relative line index -> file line number
+                    pos = {"line": self.lines_before.get(source, 0) + where + 1}
+                else:
+                    pos = {"path": where}
                 rec = {"file": source, **pos, "reason": reason, "detail": detail}
                 self.rejects_file.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if res.lines:
+            self.lines_before[res.source] = self.lines_before.get(res.source, 0) + res.lines
 
     def _close_files(self) -> None:
         for f in list(self.meta_files.values()) + ([self.rejects_file] if self.rejects_file else []):
@@ -154,16 +161,24 @@ def _results(cfg: PreprocessConfig, chunks, tokenizer, options: WorkerOptions):
         for chunk in chunks:
             yield processor(chunk)
         return
-    # fork: workers start in milliseconds; the parent holds no threads yet (tqdm starts later).
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(cfg.workers, initializer=init_worker, initargs=(tokenizer.model_path, cfg.backend, options)) as pool:
-        pending = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(process_chunk, (chunk,)))
-            if len(pending) >= 2 * cfg.workers + 2:
+    # fork: workers start in milliseconds with the parent's loaded tokenizer (copy-on-write); the
+    # parent holds no threads yet (tqdm starts later). Elsewhere, spawn and load in each worker.
+    if sys.platform.startswith("linux"):
+        ctx, init, initargs = mp.get_context("fork"), None, ()
+        preload(ChunkProcessor(tokenizer, options))
+    else:
+        ctx, init, initargs = mp.get_context("spawn"), init_worker, (tokenizer.model_path, cfg.backend, options)
+    try:
+        with ctx.Pool(cfg.workers, initializer=init, initargs=initargs) as pool:
+            pending = deque()
+            for chunk in chunks:
+                pending.append(pool.apply_async(process_chunk, (chunk,)))
+                if len(pending) >= 2 * cfg.workers + 2:
+                    yield pending.popleft().get()
+            while pending:
                 yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    finally:
+        preload(None)
 
 
 def preprocess(cfg: PreprocessConfig) -> Summary:

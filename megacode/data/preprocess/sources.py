@@ -1,9 +1,12 @@
 """Inputs of the preprocessing program, cut into ordered chunks for the workers.
 
 Two kinds of input:
-- JSONL files (plain, `.gz`, `.zst`): one JSON object per line. The main process reads and
-  decompresses, and cuts the stream at line ends into chunks of about `chunk_bytes`; a chunk
-  carries its file name and first line number so rejects can name them.
+- JSONL files (plain, `.gz`, `.zst`): one JSON object per line, cut at line ends into chunks of
+  about `chunk_bytes`. A plain file is cut into byte ranges that the workers read themselves
+  (the main process only finds the line ends at the cuts), so reading scales with the workers
+  and no text goes through a pipe; a compressed file is decompressed by the main process and
+  its lines sent to the workers. Workers count lines; the main process, which sees chunks in
+  order, turns chunk-relative line numbers into file line numbers for the rejects.
 - Source trees (a directory): every file whose extension is selected is one document, in sorted
   path order; hidden directories (.git, ...) are skipped and symlinks are not followed. A chunk
   is a list of paths; workers read the files themselves, so reading scales with the workers.
@@ -40,10 +43,19 @@ class Chunk:
     index: int
     source: str  # the JSONL file, or the root of the source tree
     kind: str  # "jsonl" or "files"
-    first_line: int = 1  # jsonl: line number of the first line in `data`
-    data: bytes = b""  # jsonl: whole lines
+    data: Optional[bytes] = None  # jsonl: whole lines, or None: read [offset, offset+length) of `source`
+    offset: int = 0
+    length: int = 0
     files: List[str] = field(default_factory=list)  # files: paths relative to `source`
     disk_bytes: int = 0
+
+    def lines_bytes(self) -> bytes:
+        """The chunk's JSONL text (read from the file for a range chunk)."""
+        if self.data is not None:
+            return self.data
+        with open(self.source, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.length)
 
 
 @dataclass
@@ -83,14 +95,17 @@ def open_jsonl(path: str) -> Tuple[BinaryIO, BinaryIO]:
 
 def jsonl_chunks(path: str, chunk_bytes: int, start_index: int = 0) -> Iterator[Chunk]:
     """Cut a JSONL file into chunks of whole lines (the last line may lack its newline)."""
+    if not path.endswith(COMPRESSED):
+        yield from _range_chunks(path, chunk_bytes, start_index)
+        return
     stream, raw = open_jsonl(path)
-    index, line, carry, pos = start_index, 1, b"", 0
+    index, carry, pos = start_index, b"", 0
     try:
         while True:
             try:
                 block = stream.read(chunk_bytes)
             except (OSError, EOFError, ValueError) as e:  # corrupt gzip/zstd stream
-                raise ValueError(f"{path}: cannot decompress after line {line - 1}: {e}") from None
+                raise ValueError(f"{path}: cannot decompress after byte {pos} of the file: {e}") from None
             if not block:
                 break
             block = carry + block
@@ -100,15 +115,32 @@ def jsonl_chunks(path: str, chunk_bytes: int, start_index: int = 0) -> Iterator[
                 continue
             data, carry = block[:cut], block[cut:]
             disk = raw.tell()
-            yield Chunk(index, path, "jsonl", first_line=line, data=data, disk_bytes=disk - pos)
-            index, line, pos = index + 1, line + data.count(b"\n"), disk
-        if carry:
-            yield Chunk(index, path, "jsonl", first_line=line, data=carry, disk_bytes=raw.tell() - pos)
-        elif raw.tell() > pos:
-            yield Chunk(index, path, "jsonl", first_line=line, data=b"", disk_bytes=raw.tell() - pos)
+            yield Chunk(index, path, "jsonl", data=data, disk_bytes=disk - pos)
+            index, pos = index + 1, disk
+        if carry or raw.tell() > pos:
+            yield Chunk(index, path, "jsonl", data=carry, disk_bytes=raw.tell() - pos)
     finally:
         stream.close()
         raw.close()
+
+
+def _range_chunks(path: str, chunk_bytes: int, start_index: int) -> Iterator[Chunk]:
+    """Byte ranges of a plain file, each ending just after a newline (or at the end of file)."""
+    size = os.path.getsize(path)
+    index, start = start_index, 0
+    with open(path, "rb") as f:
+        while start < size:
+            end = min(start + chunk_bytes, size)
+            f.seek(end)
+            while end < size:  # move the cut to just after the next newline
+                block = f.read(1 << 16)
+                hit = block.find(b"\n")
+                if hit >= 0:
+                    end += hit + 1
+                    break
+                end += len(block)
+            yield Chunk(index, path, "jsonl", offset=start, length=end - start, disk_bytes=end - start)
+            index, start = index + 1, end
 
 
 def tree_files(root: str, extensions: Optional[Sequence[str]]) -> List[Tuple[str, int]]:

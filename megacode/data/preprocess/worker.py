@@ -47,12 +47,16 @@ class WorkerOptions:
 @dataclass
 class ChunkResult:
     index: int
+    source: str = ""
     documents: int = 0
     tokens: Dict[str, np.ndarray] = field(default_factory=dict)  # key -> [sum(lengths)]
     lengths: Dict[str, np.ndarray] = field(default_factory=dict)  # key -> [documents] int64
     meta: List[str] = field(default_factory=list)  # one JSON line per kept document, or none
     rejected: Counter = field(default_factory=Counter)  # reason -> count
-    rejects: List[Tuple[str, object, str, str]] = field(default_factory=list)  # (file, line/path, reason, detail)
+    # (file, where, reason, detail); where: jsonl line index within the chunk (0-based; the main
+    # process makes it a file line number), or a source-tree file's relative path
+    rejects: List[Tuple[str, object, str, str]] = field(default_factory=list)
+    lines: int = 0  # jsonl: lines in this chunk
     text_bytes: int = 0  # input bytes of this chunk (lines or files)
     disk_bytes: int = 0
 
@@ -66,7 +70,7 @@ class ChunkProcessor:
         self.dtype = np.dtype(options.dtype)
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
-        res = ChunkResult(chunk.index, disk_bytes=chunk.disk_bytes)
+        res = ChunkResult(chunk.index, chunk.source, disk_bytes=chunk.disk_bytes)
         if chunk.kind == "jsonl":
             docs = self._parse_jsonl(chunk, res)
         else:
@@ -86,12 +90,13 @@ class ChunkProcessor:
 
     def _parse_jsonl(self, chunk: Chunk, res: ChunkResult) -> List[Tuple[str, ...]]:
         keys, meta_keys = self.opt.json_keys, self.opt.meta_keys
-        lines = chunk.data.split(b"\n")
+        data = chunk.lines_bytes()
+        lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()  # the chunk ends with a newline
-        res.text_bytes = len(chunk.data)
+        res.text_bytes, res.lines = len(data), len(lines)
         docs = []
-        for n, raw in enumerate(lines, start=chunk.first_line):
+        for n, raw in enumerate(lines):
             if not raw.strip():
                 self._reject(res, chunk.source, n, "blank_line")
                 continue
@@ -163,8 +168,14 @@ class ChunkProcessor:
         return docs
 
 
-# Per-process state for multiprocessing workers (set by `init_worker`).
+# Per-process state for multiprocessing workers: set by `init_worker` (spawn), or set in the
+# parent before the pool forks (`preload`), so forked workers start with a loaded tokenizer.
 _PROCESSOR: Optional[ChunkProcessor] = None
+
+
+def preload(processor: Optional[ChunkProcessor]) -> None:
+    global _PROCESSOR
+    _PROCESSOR = processor
 
 
 def init_worker(model_path: str, backend: str, options: WorkerOptions) -> None:
