@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,16 +20,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(nproc: int, args: list[str], timeout: int = 240, env: dict | None = None,
+def torchrun(nproc: int, args: list[str], timeout: int = 300, env: dict | None = None,
              check: bool = True) -> subprocess.CompletedProcess:
-    """`torchrun --nproc-per-node nproc <args>`; `args` start with `-m module` or a script."""
+    """`torchrun --nproc-per-node nproc <args>`; `args` start with `-m module` or a script.
+
+    torchrun runs in its own process group, killed whole afterwards: a worker killed by a test
+    leaves dist_checkpointing's writer-queue manager process orphaned, and it would linger
+    (and hold output pipes open). Output goes through files for the same reason.
+    """
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port())] + args
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
-    proc = subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=out, stderr=err, text=True,
+                                start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, returncode, out.read(), err.read())
+    if check and result.returncode != 0:
+        raise AssertionError(f"torchrun failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
 
 
 def train(nproc: int, overrides: list[str], tmp: Path, name: str, **kwargs) -> tuple[list[dict], subprocess.CompletedProcess]:
