@@ -20,6 +20,7 @@ that refuses network calls from Python (C-level sockets are then not blocked).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -62,16 +63,18 @@ class Isolation:
     dedicated_uid: bool
     namespaces: bool
     why_no_namespaces: str = ""
+    notes: str = ""
+    """Parts of the namespace isolation the kernel refused (older kernels, masked /proc)."""
 
     def describe(self) -> str:
-        who = "a dedicated unprivileged uid per worker" if self.dedicated_uid else "the caller's own uid"
+        who = "an unprivileged uid of its own per run" if self.dedicated_uid else "the caller's own uid"
         if self.namespaces:
             where = ("user/net/mount/pid/ipc/uts namespaces: no network, private tmpfs working directory, "
                      "own pid 1")
         else:
             where = (f"NO namespaces ({self.why_no_namespaces}): network blocked only by a Python audit hook, "
                      "files guarded only by the uid's permissions")
-        return f"sandbox: {self.python}, {who}, {where}"
+        return f"sandbox: {self.python}, {who}, {where}" + (f"; BUT {self.notes}" if self.notes else "")
 
 
 _ISOLATION_CACHE: dict = {}
@@ -241,6 +244,8 @@ class Sandbox:
                     word, _, detail = text[at + len(nonce) + 1:].partition(" ")
                     if word == "ready" and "ready" not in lines and not killed:
                         deadline = time.monotonic() + timeout  # the program's clock starts now
+                    if word == "note" and "note" in lines:
+                        lines["note"] += "; " + detail
                     lines.setdefault(word, detail)
         proc.wait()
         return lines, killed
@@ -271,7 +276,8 @@ class Sandbox:
                     why_not = str(err)
                     continue
                 if result.passed:
-                    (log.info if namespaces else log.warning)(iso.describe())
+                    iso = dataclasses.replace(iso, notes=result.notes)
+                    (log.info if namespaces and not result.notes else log.warning)(iso.describe())
                     return iso
                 errors.append(f"{python}: probe program {result.status}: {result.reason} {result.stderr_tail[-300:]}")
         raise SandboxError("no usable sandbox; tried: " + " | ".join(errors))
@@ -320,7 +326,7 @@ def _tail(handle, size: int) -> str:
 def _verdict(lines: dict, killed: bool, returncode: int, stdout: str, stderr: str, seconds: float,
              timeout: float, cpu_limit: int) -> SandboxResult:
     def result(status: str, code: Optional[int], reason: str) -> SandboxResult:
-        return SandboxResult(status, code, stdout, stderr, round(seconds, 4), reason)
+        return SandboxResult(status, code, stdout, stderr, round(seconds, 4), reason, lines.get("note", ""))
 
     if "ready" not in lines:
         if killed:

@@ -22,8 +22,8 @@ can only kill the program's process group.
 
 The spec (argv) holds no secret. stdin holds {"program", "test", "nonce"} and is replaced by
 /dev/null once read. Reports are lines "<nonce> <word> [detail]" on fd 3: `ready`,
-`status <wait status>` (from the supervisor), `passed`, `failed <why>`, `exited <why>`,
-`tampered <names>`. Only the harness knows the nonce, so a program that exits early (sys.exit,
+`note <isolation missing>`, `status <wait status>` (from the supervisor), `passed`,
+`failed <why>`, `exited <why>`, `tampered <names>`. Only the harness knows the nonce, so a program that exits early (sys.exit,
 os._exit, a killed supervisor) cannot produce `passed`; the nonce is not hidden from code that
 deliberately searches the interpreter's memory for it, which is outside the threat model of
 evaluating model-written code.
@@ -91,7 +91,10 @@ def _enter_namespaces(spec):
     _write_file("/proc/self/gid_map", f"{gid} {gid} 1")
     # Private propagation: our mounts never show up in the host's namespace.
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-    _read_only_tree()
+    try:
+        _read_only_tree()
+    except OSError as err:  # kernels before 5.12: keep the other namespaces, and say so
+        _notes.append(f"host file tree left writable where permissions allow ({err})")
     options = f"mode=0700,uid={uid},gid={gid}"
     _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV,
                        f"size={spec['tmpfs_mb']}m,nr_inodes=4096,{options}".encode()), "mount tmpfs /tmp")
@@ -145,6 +148,7 @@ def _exit_like(status):
 
 _children = []
 _sweep_spec = {}
+_notes = []  # isolation that could not be had, reported to the host as "note" lines
 
 
 def _sweep():
@@ -203,7 +207,8 @@ def _become_init():
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # A /proc for the new pid namespace hides the host's processes; best effort, since some
     # container runtimes mask /proc so that a fresh mount is refused.
-    _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    if _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        _notes.append(f"no /proc of its own ({os.strerror(ctypes.get_errno())}): host processes are listed")
 
 
 def _supervise(spec, payload, nonce):
@@ -369,6 +374,8 @@ def main():
         if spec["namespaces"]:
             _become_init()
         _report(nonce, "ready")
+        for note in _notes:
+            _report(nonce, "note", note)
     except Exception as exc:
         os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
         os._exit(EXIT_SETUP)

@@ -110,6 +110,8 @@ class SandboxResult:
     """Wall time of the whole run, sandbox set-up included."""
     reason: str = ""
     """Why it did not pass, in words (exception, limit, signal)."""
+    notes: str = ""
+    """Isolation the kernel refused for this run (e.g. no read-only host tree); empty normally."""
 
     def to_dict(self) -> dict:
         return asdict(self)
