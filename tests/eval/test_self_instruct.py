@@ -78,7 +78,7 @@ def planted_config(out: Path, **changes) -> SelfInstructConfig:
     values = dict(output_dir=str(out), rounds=2, questions_per_prompt=3, tests_per_question=2, chunk_size=2,
                   solution_generation=GenerationSettings(temperature=0.8, num_samples=3),
                   question_generation=GenerationSettings(temperature=0.8, batch_size=1),
-                  sandbox=SandboxConfig(timeout_s=3, workers=2))
+                  sandbox=SandboxConfig(timeout_s=1.5, workers=2))
     values.update(changes)
     return SelfInstructConfig(**values)
 
@@ -93,7 +93,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def sandbox():
-    return Sandbox(SandboxConfig(timeout_s=3, workers=2))
+    return Sandbox(SandboxConfig(timeout_s=1.5, workers=2))  # the planted endless loop costs this much
 
 
 def test_planted_pipeline_keeps_only_solutions_that_passed(tmp_path, sandbox):
