@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from megacode.config import ConfigError, load_config, resolve_layout
 
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
             print(f"config OK: {layout}")
         return 0
 
+    # Megatron-Core warns at import that apex/TE are absent on CPU machines: expected, not news.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\..*")
     from megacode.distributed.init import destroy, init_model_parallel, init_process_group
     from megacode.training.logger import setup_console
     from megacode.training.trainer import build_run, train

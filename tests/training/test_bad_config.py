@@ -1,0 +1,27 @@
+"""A bad config fails with one clear line and a non-zero exit, not a traceback from every rank."""
+
+import os
+import subprocess
+
+from tests.training.launch import REPO, TINY_CONFIG, torchrun
+
+
+def test_launch_script_reports_one_line(tmp_path):
+    env = {**os.environ, "NPROC_PER_NODE": "4", "PYTHON": str(REPO / ".venv" / "bin" / "python")
+           if (REPO / ".venv").exists() else "python"}
+    proc = subprocess.run(["bash", "launch/torchrun.sh", str(TINY_CONFIG), "parallel.tp=4", "parallel.pp=1",
+                           f"checkpoint.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["megacode: config error: model tiny: 2 KV groups not divisible by parallel.tp=4"], proc.stderr
+    assert not (tmp_path / "latest_checkpointed_iteration.txt").exists()
+
+
+def test_four_ranks_print_one_error_and_no_rank_tracebacks():
+    proc = torchrun(4, ["-m", "megacode.train", "--config", str(TINY_CONFIG), "train.global_batch_tokens=100"],
+                    check=False, timeout=120)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert output.count("megacode: config error:") == 1, output
+    assert "train.global_batch_tokens=100 is not a multiple of data.seq_length=64" in output
+    assert "]: Traceback" not in output  # no rank raised
