@@ -18,6 +18,8 @@ def setup_console(rank: int) -> None:
         stream=sys.stdout,
         force=True,
     )
+    # Megatron-Core logs its bucket and optimizer set-up at INFO on every build: keep warnings.
+    logging.getLogger("megatron").setLevel(logging.WARNING)
 
 
 class MetricsLogger:
