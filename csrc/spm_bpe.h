@@ -109,15 +109,21 @@ class WordCache {
   std::vector<int32_t> ids_;
 };
 
+// A merge rule: the pair (left id, right id) becomes piece `id`, ranked by `key`.
+struct Merge { int32_t id; uint32_t key; };
+
 // Scratch buffers reused across calls by one thread, plus its word cache.
 struct EncodeState {
-  explicit EncodeState(size_t cache_entries = 1 << 20) : cache(cache_entries) {}
+  explicit EncodeState(size_t cache_entries = 1 << 20, size_t linear_max = 48)
+      : linear_max_symbols(linear_max), cache(cache_entries) {}
   std::string normalized;
   std::vector<int32_t> word_ids;
   struct Symbol { int prev, next; uint32_t begin, len; int32_t id; bool frozen; };  // id: piece, virtual or -1
   struct Pair { uint32_t key; int left, right; uint32_t len; int32_t id; };           // id: the merged piece
   std::vector<Symbol> symbols;
-  std::vector<Pair> agenda;
+  std::vector<Pair> agenda;        // merge_heap's candidates
+  std::vector<Merge> pair_merge;   // merge_linear's per-symbol candidate
+  size_t linear_max_symbols;       // words up to this many symbols use merge_linear (tests vary it)
   WordCache cache;
   bool use_cache = true;  // false: every word through BPE (for measuring the cache's share)
   uint64_t words = 0, bpe_words = 0;  // words seen, words that went through BPE (cache misses)
@@ -143,26 +149,30 @@ class BpeEncoder {
     const char* s = norm.data();
     const size_t n = norm.size();
     const size_t doc_start = out->size();
+    const size_t need = doc_start + n + 2;  // every id covers at least one byte of `norm`
+    if (out->capacity() < need) out->reserve(std::max(need, 2 * out->capacity()));  // geometric: batches append
     size_t word = 0, i = 0;
     uint32_t prev = 0;
     while (i < n) {  // cut at every position no piece can span; encode each word alone
       const unsigned char c = static_cast<unsigned char>(s[i]);
-      const size_t len = c < 0x80 ? 1 : std::min<size_t>(one_char_len(c), n - i);
-      const uint32_t cp = c < 0x80 ? c : decode_cp(s + i, static_cast<int>(len));
-      if (i > 0 && !joined(prev, cp)) {
+      size_t len = 1;
+      uint32_t k = c;  // char key: ASCII, kSpaceKey for the space symbol, else kWide | code point
+      if (c >= 0x80) {
+        len = std::min<size_t>(one_char_len(c), n - i);
+        const uint32_t cp = decode_cp(s + i, static_cast<int>(len));
+        k = cp == space_cp_ ? kSpaceKey : (kWide | cp);
+      }
+      if (i > 0 && !joined(prev, k)) {
         emit_word(std::string_view(s + word, i - word), st, out, doc_start);
         word = i;
       }
-      prev = cp;
+      prev = k;
       i += len;
     }
     emit_word(std::string_view(s + word, n - word), st, out, doc_start);
   }
 
  private:
-  // A merge rule: the pair (left id, right id) becomes piece `id`, ranked by `key`.
-  struct Merge { int32_t id; uint32_t key; };
-
   void init() {
     const ModelSpec& m = spec_;
     if (m.model_type != 2) throw std::invalid_argument("model_type is not BPE");
@@ -175,8 +185,10 @@ class BpeEncoder {
     reserved_.assign(n, 0);
     std::fill(byte_ids_, byte_ids_ + 256, -1);
     std::fill(ascii_ids_, ascii_ids_ + 128, -1);
-    ascii_joined_.assign(128 * 128, 0);
+    small_joined_.assign(129 * 129, 0);
     space_ = m.escape_whitespaces ? "\xe2\x96\x81" : " ";
+    space_cp_ = m.escape_whitespaces ? 0x2581 : 0xFFFFFFFFu;  // no special key when spaces stay ' '
+
     for (size_t id = 0; id < n; ++id) {
       const std::string& p = m.pieces[id];
       const int type = m.types[id];
@@ -215,9 +227,9 @@ class BpeEncoder {
         if (char_id(cp) < 0 && all_.find(p.data() + chars[k].second, char_len(p, chars, k)) < 0)
           set_char_id(cp, next_virtual++);
         if (k > 0) {  // bigrams inside pieces: word cuts avoid them
-          const uint32_t a = chars[k - 1].first;
-          if (a < 128 && cp < 128) ascii_joined_[a * 128 + cp] = 1;
-          else joined_.insert(pair_key(a, cp), 1);
+          const uint32_t a = key_of_cp(chars[k - 1].first), b = key_of_cp(cp);
+          if (a <= kSpaceKey && b <= kSpaceKey) small_joined_[a * 129 + b] = 1;
+          else joined_.insert(pair_key(chars[k - 1].first, cp), 1);
         }
       }
     }
@@ -262,9 +274,15 @@ class BpeEncoder {
     else char_ids_.insert(cp, id);  // a char gets a virtual id only when it is no piece: no clash
   }
 
-  bool joined(uint32_t a, uint32_t b) const {
-    if ((a | b) < 128) return ascii_joined_[a * 128 + b] != 0;
-    return joined_.find(pair_key(a, b)) != nullptr;
+  // Char keys for the word cuts: ASCII as is, the space symbol "▁" as kSpaceKey (both index a
+  // direct [129 x 129] table, "▁" being the most frequent non-ASCII char), others kWide | cp.
+  static constexpr uint32_t kSpaceKey = 128, kWide = 0x80000000u;
+  uint32_t cp_of_key(uint32_t k) const { return k < 128 ? k : (k == kSpaceKey ? space_cp_ : (k & ~kWide)); }
+  uint32_t key_of_cp(uint32_t cp) const { return cp < 128 ? cp : (cp == space_cp_ ? kSpaceKey : (kWide | cp)); }
+
+  bool joined(uint32_t a, uint32_t b) const {  // does some piece contain char a followed by char b?
+    if (a <= kSpaceKey && b <= kSpaceKey) return small_joined_[a * 129 + b] != 0;
+    return joined_.find(pair_key(cp_of_key(a), cp_of_key(b))) != nullptr;
   }
 
   void normalize(std::string_view text, bool dummy_prefix, std::string* out) const {
@@ -284,7 +302,7 @@ class BpeEncoder {
   // Appends a word's ids, merging runs of <unk> across words when there is no byte fallback.
   void append(const int32_t* ids, size_t k, std::vector<int32_t>* out, size_t doc_start) const {
     if (spec_.byte_fallback) {
-      out->insert(out->end(), ids, ids + k);
+      for (size_t i = 0; i < k; ++i) out->push_back(ids[i]);  // capacity reserved by encode()
       return;
     }
     for (size_t i = 0; i < k; ++i) {
@@ -326,6 +344,75 @@ class BpeEncoder {
     }
   }
 
+  const Merge* merge_of(const EncodeState::Symbol& L, const EncodeState::Symbol& R) const {
+    if (L.frozen || R.frozen || L.id < 0 || R.id < 0) return nullptr;
+    return merges_.find(pair_key(static_cast<uint32_t>(L.id), static_cast<uint32_t>(R.id)));
+  }
+
+  // Both merge loops apply, at each step, the pair with the highest score key, the leftmost among
+  // equals: sentencepiece's order. Short words scan all pairs per step (no heap: O(n^2) but
+  // faster for the usual ~12 symbols); long ones use a heap with lazy deletion, as sentencepiece.
+  void merge_linear(std::string_view, EncodeState* st) const {
+    auto& sym = st->symbols;
+    auto& best_of = st->pair_merge;  // [symbols] merge of (i, next(i)), id -1 when none
+    best_of.resize(sym.size());
+    auto refresh = [&](int i) {
+      const Merge* mg = (i >= 0 && sym[i].next >= 0) ? merge_of(sym[i], sym[sym[i].next]) : nullptr;
+      if (i >= 0) best_of[i] = mg ? *mg : Merge{-1, 0};
+    };
+    for (int i = 0; i != -1; i = sym[i].next) refresh(i);
+    while (true) {
+      int best = -1;
+      uint32_t key = 0;
+      for (int i = 0; i != -1; i = sym[i].next) {
+        if (best_of[i].id >= 0 && (best < 0 || best_of[i].key > key)) { best = i; key = best_of[i].key; }
+      }
+      if (best < 0) return;
+      auto& L = sym[best];
+      auto& R = sym[L.next];
+      L.len += R.len;
+      L.id = best_of[best].id;
+      L.next = R.next;
+      if (R.next >= 0) sym[R.next].prev = best;
+      R.len = 0;
+      refresh(best);
+      refresh(L.prev);
+    }
+  }
+
+  void merge_heap(std::string_view, EncodeState* st) const {
+    auto& sym = st->symbols;
+    auto& agenda = st->agenda;
+    agenda.clear();
+    auto lower = [](const EncodeState::Pair& a, const EncodeState::Pair& b) {
+      return a.key < b.key || (a.key == b.key && a.left > b.left);
+    };
+    auto candidate = [&](int l, int r, bool heap) {
+      if (l < 0 || r < 0) return;
+      const Merge* mg = merge_of(sym[l], sym[r]);
+      if (mg == nullptr) return;
+      agenda.push_back({mg->key, l, r, sym[l].len + sym[r].len, mg->id});
+      if (heap) std::push_heap(agenda.begin(), agenda.end(), lower);
+    };
+    for (int i = 1; i < static_cast<int>(sym.size()); ++i) candidate(i - 1, i, false);
+    std::make_heap(agenda.begin(), agenda.end(), lower);
+    while (!agenda.empty()) {
+      std::pop_heap(agenda.begin(), agenda.end(), lower);
+      const EncodeState::Pair top = agenda.back();
+      agenda.pop_back();
+      auto& L = sym[top.left];
+      auto& R = sym[top.right];
+      if (L.len == 0 || R.len == 0 || L.len + R.len != top.len) continue;  // stale
+      L.len += R.len;
+      L.id = top.id;
+      L.next = R.next;
+      if (R.next >= 0) sym[R.next].prev = top.left;
+      R.len = 0;
+      candidate(L.prev, top.left, true);
+      candidate(top.left, L.next, true);
+    }
+  }
+
   // BPE over one word, the merge order of sentencepiece 0.2.3's bpe::Model::SampleEncode.
   void encode_word(std::string_view w, EncodeState* st, std::vector<int32_t>* out) const {
     auto& sym = st->symbols;
@@ -350,38 +437,8 @@ class BpeEncoder {
       pos += len;
     }
     sym.back().next = -1;
-    auto& agenda = st->agenda;
-    agenda.clear();
-    auto lower = [](const EncodeState::Pair& a, const EncodeState::Pair& b) {
-      return a.key < b.key || (a.key == b.key && a.left > b.left);
-    };
-    auto candidate = [&](int l, int r, bool heap) {
-      if (l < 0 || r < 0) return;
-      const auto& L = sym[l];
-      const auto& R = sym[r];
-      if (L.frozen || R.frozen || L.id < 0 || R.id < 0) return;
-      const Merge* mg = merges_.find(pair_key(static_cast<uint32_t>(L.id), static_cast<uint32_t>(R.id)));
-      if (mg == nullptr) return;
-      agenda.push_back({mg->key, l, r, L.len + R.len, mg->id});
-      if (heap) std::push_heap(agenda.begin(), agenda.end(), lower);
-    };
-    for (int i = 1; i < static_cast<int>(sym.size()); ++i) candidate(i - 1, i, false);
-    std::make_heap(agenda.begin(), agenda.end(), lower);
-    while (!agenda.empty()) {
-      std::pop_heap(agenda.begin(), agenda.end(), lower);
-      const EncodeState::Pair top = agenda.back();
-      agenda.pop_back();
-      auto& L = sym[top.left];
-      auto& R = sym[top.right];
-      if (L.len == 0 || R.len == 0 || L.len + R.len != top.len) continue;  // stale
-      L.len += R.len;
-      L.id = top.id;
-      L.next = R.next;
-      if (R.next >= 0) sym[R.next].prev = top.left;
-      R.len = 0;
-      candidate(L.prev, top.left, true);
-      candidate(top.left, L.next, true);
-    }
+    if (sym.size() <= st->linear_max_symbols) merge_linear(w, st);
+    else merge_heap(w, st);
     for (int i = 0; i != -1; i = sym[i].next) emit_symbol(sym[i].id, w.data() + sym[i].begin, sym[i].len, out);
   }
 
@@ -396,9 +453,10 @@ class BpeEncoder {
   int32_t ascii_ids_[128];             // char -> piece id, virtual id (>= vocab) or -1
   U64Map<int32_t> char_ids_;           // the same for non-ASCII code points
   U64Map<Merge> merges_;               // pair_key(left id, right id) -> merged piece
-  std::vector<uint8_t> ascii_joined_;  // [128 * 128] bigram (a, b) occurs inside some piece
-  U64Map<uint8_t> joined_;             // the same for bigrams with a non-ASCII character
+  std::vector<uint8_t> small_joined_;  // [129 * 129] by char key: bigram (a, b) occurs inside a piece
+  U64Map<uint8_t> joined_;             // the same for other bigrams, by code points
   std::string space_;
+  uint32_t space_cp_ = 0;
 };
 
 }  // namespace spm

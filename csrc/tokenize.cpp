@@ -25,7 +25,8 @@ namespace {
 
 class Encoder {
  public:
-  Encoder(const py::bytes& model, size_t cache_entries) : cache_entries_(cache_entries) {
+  Encoder(const py::bytes& model, size_t cache_entries, size_t linear_max_symbols)
+      : cache_entries_(cache_entries), linear_max_symbols_(linear_max_symbols) {
     std::string data = model;
     try {
       enc_ = std::make_unique<BpeEncoder>(data);
@@ -125,7 +126,7 @@ class Encoder {
  private:
   std::unique_ptr<EncodeState> acquire() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (free_.empty()) return std::make_unique<EncodeState>(cache_entries_);
+    if (free_.empty()) return std::make_unique<EncodeState>(cache_entries_, linear_max_symbols_);
     auto st = std::move(free_.back());
     free_.pop_back();
     return st;
@@ -136,7 +137,8 @@ class Encoder {
   }
 
   std::unique_ptr<BpeEncoder> enc_;
-  size_t cache_entries_;  // words per thread cache before it is cleared
+  size_t cache_entries_;       // words per thread cache before it is cleared
+  size_t linear_max_symbols_;  // longer words merge through a heap (see spm_bpe.h)
   std::mutex mu_;
   std::vector<std::unique_ptr<EncodeState>> free_;
 };
@@ -146,7 +148,8 @@ class Encoder {
 PYBIND11_MODULE(_tokenize, m) {
   m.doc() = "Exact SentencePiece BPE encoder (identity normalization, byte fallback) with a word cache";
   py::class_<Encoder>(m, "Encoder")
-      .def(py::init<const py::bytes&, size_t>(), py::arg("serialized_model"), py::arg("cache_entries") = 1 << 20)
+      .def(py::init<const py::bytes&, size_t, size_t>(), py::arg("serialized_model"),
+           py::arg("cache_entries") = 1 << 20, py::arg("linear_max_symbols") = 48)
       .def_property_readonly("vocab_size", &Encoder::vocab_size)
       .def_property_readonly("byte_fallback", &Encoder::byte_fallback)
       .def("encode", &Encoder::encode, py::arg("text"), py::arg("dummy_prefix") = true,

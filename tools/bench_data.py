@@ -16,8 +16,10 @@ Rows (tokens include the EOS that --append-eod adds):
                  libsentencepiece-dev is installed) and ours with and without the word cache
                  (csrc/bench/spm_core_bench.cpp, compiled into a temporary directory)
 Every figure is the best of --repeats runs, the configurations alternating (this machine is
-shared, so the best run is the least disturbed one); the median is printed beside it. Outputs
-of megacode and the baseline are checked byte for byte before timing.
+shared, so the best run is the least disturbed one); the median is printed beside it. A control
+row (a CPU-bound Python loop in 1 and N processes, timed in the same rounds) shows how much
+parallelism the machine offered meanwhile. Outputs of megacode and the baseline are checked
+byte for byte before timing.
 """
 
 from __future__ import annotations
@@ -119,6 +121,23 @@ def megacode_run(jsonl: Path, model: Path, prefix: Path, workers: int) -> int:
     return preprocess(cfg).tokens
 
 
+# Machine control: how much a second process can get on this machine right now --------------------
+
+def _burn(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return n
+
+
+def control(processes: int, n: int = 3_000_000) -> int:
+    """CPU-bound pure-Python work, `processes` times in parallel; returns units of work done."""
+    if processes == 1:
+        return _burn(n)
+    with mp.get_context("fork").Pool(processes) as pool:
+        return sum(pool.map(_burn, [n] * processes))
+
+
 # Timing -----------------------------------------------------------------------------------------
 
 def alternate(fns: Dict[str, Callable[[], int]], repeats: int) -> Dict[str, dict]:
@@ -195,7 +214,9 @@ def main() -> None:
         for w in args.workers:
             fns[f"megatron-style, {w} workers"] = lambda w=w: megatron_style(jsonl, model, work / f"m{w}", w)
             fns[f"megacode, {w} workers"] = lambda w=w: megacode_run(jsonl, model, work / f"o{w}", w)
+            fns[f"control, {w} workers"] = lambda w=w: control(w)
         rows = alternate(fns, args.repeats)
+        controls = {n: rows.pop(n) for n in [k for k in rows if k.startswith("control")]}
         if args.cores:
             rows.update(core_rows(model, texts, work, args.repeats))
     finally:
@@ -214,9 +235,15 @@ def main() -> None:
         print(f"megacode vs megatron-style at {w} workers: {theirs['best_s'] / ours['best_s']:.2f}x faster end to end")
     if len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
+
+        def scaling(table, kind):  # throughput at hi workers / throughput at lo workers
+            a, b = table[f"{kind}, {lo} workers"], table[f"{kind}, {hi} workers"]
+            return (b["tokens"] / b["best_s"]) / (a["tokens"] / a["best_s"])
+
         for kind in ("megacode", "megatron-style"):
-            a, b = rows[f"{kind}, {lo} workers"], rows[f"{kind}, {hi} workers"]
-            print(f"{kind} scaling {lo} -> {hi} workers: {a['best_s'] / b['best_s']:.2f}x")
+            print(f"{kind} scaling {lo} -> {hi} workers: {scaling(rows, kind):.2f}x")
+        print(f"machine control (pure-Python CPU loop, {lo} -> {hi} processes, same moments): "
+              f"{scaling(controls, 'control'):.2f}x  <- the most any program could scale here now")
 
     # ---- sample-index row (tools/bench_indices.py provides bench_sample_index) ----
     if args.with_indices:

@@ -54,11 +54,16 @@ SELF_CHECK_TEXTS = (
 class FastEncoder:
     """Range-checked wrapper of `megacode._tokenize.Encoder` for one serialized ModelProto."""
 
-    def __init__(self, serialized_model: bytes, vocab_size: int, cache_entries: int = 1 << 20) -> None:
-        if cache_entries < 1:
-            raise ValueError(f"cache_entries must be >= 1, got {cache_entries}")
+    def __init__(
+        self, serialized_model: bytes, vocab_size: int, cache_entries: int = 1 << 20, linear_max_symbols: int = 48
+    ) -> None:
+        """cache_entries: words per thread cache before it is cleared; linear_max_symbols: words up
+        to this many symbols merge by scanning, longer ones through a heap (tests vary both)."""
+        if cache_entries < 1 or linear_max_symbols < 0:
+            raise ValueError(f"need cache_entries >= 1 and linear_max_symbols >= 0, "
+                             f"got {cache_entries}, {linear_max_symbols}")
         try:
-            self._enc = _tokenize.Encoder(serialized_model, cache_entries)
+            self._enc = _tokenize.Encoder(serialized_model, cache_entries, linear_max_symbols)
         except ValueError as e:
             raise UnsupportedModel(str(e)) from None
         if self._enc.vocab_size != vocab_size:

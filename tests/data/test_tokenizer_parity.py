@@ -100,10 +100,13 @@ def test_no_byte_fallback_merges_unknown_runs():
         tok.encode("\U00010001\U00010002") == [tok.unk_id]
 
 
-def test_small_word_cache_evicts_and_stays_exact(corpus):
+@pytest.mark.parametrize("cache_entries, linear_max", [(64, 48), (1 << 20, 0), (1 << 20, 1 << 30)])
+def test_cache_eviction_and_both_merge_loops(corpus, cache_entries, linear_max):
+    # A 64-word cache is cleared over and over; linear_max 0 / 2^30 sends every word through the
+    # heap / the scanning merge loop.
     model = tiny_model()
     fast = FastEncoder(Path(model).read_bytes(), spm.SentencePieceProcessor(model_file=str(model)).vocab_size(),
-                       cache_entries=64)
+                       cache_entries=cache_entries, linear_max_symbols=linear_max)
     texts = corpus[:200] + corpus[-300:]
     flat, lengths = fast.encode_batch(texts, num_threads=2)
     assert_same(model, texts, flat, lengths)
