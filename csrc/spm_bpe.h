@@ -18,9 +18,20 @@
 //      the highest score (ties: leftmost), neither side frozen;
 //   4. each final symbol -> its id; a symbol that is no piece (or a CONTROL/UNKNOWN/BYTE one) is
 //      unknown: with byte_fallback its UTF-8 bytes become <0xXX> pieces, else one <unk> per run.
-// Speed-up that keeps results exact: no merge can cross a position between two characters (a, b)
-// when no mergeable piece contains the bigram "ab", so the text is cut into words at such
-// positions, each word is encoded alone and the result cached per word (a thread-private cache).
+// Speed-ups that keep the results exact:
+//   - no merge can cross a position between two characters (a, b) when no mergeable piece
+//     contains the bigram "ab", so the text is cut into words there; each word is encoded alone
+//     and its ids are cached (a per-thread cache: code has few distinct words);
+//   - merges are looked up by (left id, right id): every character has an id (its piece's, or a
+//     "virtual" one when it occurs only inside pieces), and the table holds every split of every
+//     piece into two symbols, so a pair is in it iff its concatenation is a mergeable piece;
+//   - words of up to 48 symbols pick each merge by a scan instead of a heap (same order).
+//
+// From C++ (e.g. FIM), with the file of `megacode.tokenizer.Tokenizer.model_path`:
+//   megacode::spm::BpeEncoder enc(file_bytes);   // std::invalid_argument when out of scope
+//   megacode::spm::EncodeState st;               // one per thread: scratch and word cache
+//   enc.encode(text, /*dummy_prefix=*/true, &st, &ids);   // appends to std::vector<int32_t>
+// dummy_prefix=false gives Code Llama's enc' (no implicit leading space).
 #pragma once
 
 #include <algorithm>
@@ -35,79 +46,6 @@
 
 namespace megacode {
 namespace spm {
-
-// memcmp(a, b, n) == 0 without a library call for the short strings of the word cache.
-inline bool same_bytes(const char* a, const char* b, size_t n) {
-  if (n <= 16 && n >= 8) {
-    uint64_t x0, y0, x1, y1;
-    std::memcpy(&x0, a, 8); std::memcpy(&y0, b, 8);
-    std::memcpy(&x1, a + n - 8, 8); std::memcpy(&y1, b + n - 8, 8);
-    return x0 == y0 && x1 == y1;
-  }
-  if (n < 8) {
-    for (size_t i = 0; i < n; ++i) if (a[i] != b[i]) return false;
-    return true;
-  }
-  return std::memcmp(a, b, n) == 0;
-}
-
-// Per-thread memo: word bytes -> final ids. Reset when it grows past its budget.
-class WordCache {
- public:
-  static constexpr size_t kMaxWordBytes = 128;  // longer words are encoded every time
-  explicit WordCache(size_t max_entries = 1 << 20) : max_entries_(max_entries) { clear(); }
-
-  // Returns the cached ids of `w` as [begin, end) into ids(), or false.
-  bool find(std::string_view w, uint64_t h, uint32_t* begin, uint32_t* end) const {
-    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
-      const Slot& s = slots_[i];
-      if (s.key_len == 0) return false;
-      if (s.hash == h && s.key_len == w.size() && same_bytes(keys_.data() + s.key_off, w.data(), w.size())) {
-        *begin = s.ids_off;
-        *end = s.ids_off + s.ids_len;
-        return true;
-      }
-    }
-  }
-  void insert(std::string_view w, uint64_t h, const int32_t* ids, size_t n) {
-    if (size_ + 1 > max_entries_) clear();
-    if (2 * (size_ + 1) > slots_.size()) rehash(slots_.size() * 2);
-    Slot s{h, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(w.size()),
-           static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(n)};
-    keys_.append(w.data(), w.size());
-    ids_.insert(ids_.end(), ids, ids + n);
-    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
-      if (slots_[i].key_len == 0) { slots_[i] = s; ++size_; return; }
-    }
-  }
-  const int32_t* ids() const { return ids_.data(); }
-  void clear() {
-    slots_.assign(1 << 12, Slot{});
-    mask_ = slots_.size() - 1;
-    size_ = 0;
-    keys_.clear();
-    ids_.clear();
-  }
-
- private:
-  struct Slot { uint64_t hash = 0; uint32_t key_off = 0, key_len = 0, ids_off = 0, ids_len = 0; };
-  void rehash(size_t cap) {
-    std::vector<Slot> old;
-    old.swap(slots_);
-    slots_.assign(cap, Slot{});
-    mask_ = cap - 1;
-    for (const Slot& s : old) {
-      if (s.key_len == 0) continue;
-      for (size_t i = s.hash & mask_;; i = (i + 1) & mask_) {
-        if (slots_[i].key_len == 0) { slots_[i] = s; break; }
-      }
-    }
-  }
-  std::vector<Slot> slots_;
-  size_t mask_ = 0, size_ = 0, max_entries_;
-  std::string keys_;
-  std::vector<int32_t> ids_;
-};
 
 // A merge rule: the pair (left id, right id) becomes piece `id`, ranked by `key`.
 struct Merge { int32_t id; uint32_t key; };

@@ -1,4 +1,4 @@
-// SentencePiece model file reading and small hash tables for the BPE encoder (spm_bpe.h).
+// SentencePiece model file reading, hash tables and the word cache of the BPE encoder (spm_bpe.h).
 //
 // parse_model_proto reads only the fields of sentencepiece_model.proto that the encoder needs,
 // straight from the protobuf wire format, so C++ code links no protobuf library.
@@ -262,6 +262,79 @@ inline ModelSpec parse_model_proto(std::string_view data) {
   }
   return m;
 }
+
+// memcmp(a, b, n) == 0 without a library call for the short strings of the word cache.
+inline bool same_bytes(const char* a, const char* b, size_t n) {
+  if (n <= 16 && n >= 8) {
+    uint64_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 8); std::memcpy(&y0, b, 8);
+    std::memcpy(&x1, a + n - 8, 8); std::memcpy(&y1, b + n - 8, 8);
+    return x0 == y0 && x1 == y1;
+  }
+  if (n < 8) {
+    for (size_t i = 0; i < n; ++i) if (a[i] != b[i]) return false;
+    return true;
+  }
+  return std::memcmp(a, b, n) == 0;
+}
+
+// Per-thread memo: word bytes -> final ids. Reset when it grows past its budget.
+class WordCache {
+ public:
+  static constexpr size_t kMaxWordBytes = 128;  // longer words are encoded every time
+  explicit WordCache(size_t max_entries = 1 << 20) : max_entries_(max_entries) { clear(); }
+
+  // Returns the cached ids of `w` as [begin, end) into ids(), or false.
+  bool find(std::string_view w, uint64_t h, uint32_t* begin, uint32_t* end) const {
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key_len == 0) return false;
+      if (s.hash == h && s.key_len == w.size() && same_bytes(keys_.data() + s.key_off, w.data(), w.size())) {
+        *begin = s.ids_off;
+        *end = s.ids_off + s.ids_len;
+        return true;
+      }
+    }
+  }
+  void insert(std::string_view w, uint64_t h, const int32_t* ids, size_t n) {
+    if (size_ + 1 > max_entries_) clear();
+    if (2 * (size_ + 1) > slots_.size()) rehash(slots_.size() * 2);
+    Slot s{h, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(w.size()),
+           static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(n)};
+    keys_.append(w.data(), w.size());
+    ids_.insert(ids_.end(), ids, ids + n);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key_len == 0) { slots_[i] = s; ++size_; return; }
+    }
+  }
+  const int32_t* ids() const { return ids_.data(); }
+  void clear() {
+    slots_.assign(1 << 12, Slot{});
+    mask_ = slots_.size() - 1;
+    size_ = 0;
+    keys_.clear();
+    ids_.clear();
+  }
+
+ private:
+  struct Slot { uint64_t hash = 0; uint32_t key_off = 0, key_len = 0, ids_off = 0, ids_len = 0; };
+  void rehash(size_t cap) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{});
+    mask_ = cap - 1;
+    for (const Slot& s : old) {
+      if (s.key_len == 0) continue;
+      for (size_t i = s.hash & mask_;; i = (i + 1) & mask_) {
+        if (slots_[i].key_len == 0) { slots_[i] = s; break; }
+      }
+    }
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0, max_entries_;
+  std::string keys_;
+  std::vector<int32_t> ids_;
+};
 
 }  // namespace spm
 }  // namespace megacode
