@@ -167,12 +167,20 @@ class DataConfig:
     cache_dir: Optional[str] = None
     """Where sample/blend indices are cached; None = beside the first dataset."""
     num_workers: int = 2
-    """Loader threads preparing samples."""
+    """Loader threads reading samples; the next step's micro-batches are prepared in the background
+    while the current step computes. 0 reads synchronously in the training thread."""
+    loader: str = "auto"
+    """Micro-batch collation: `dali` (NVIDIA DALI pipeline, `pip install .[data-gpu]`), `python`
+    (numpy/torch; bit-identical batches), or `auto` (DALI when it imports)."""
     fim: FimConfig = field(default_factory=FimConfig)
 
     def __post_init__(self) -> None:
         _require(self.seq_length >= 8, f"data.seq_length must be >= 8, got {self.seq_length}")
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        _require(self.loader in ("auto", "dali", "python"),
+                 f"data.loader must be auto, dali or python, got {self.loader!r}")
+        _require(self.vocab_size is None or self.vocab_size >= 2,
+                 f"data.vocab_size must be >= 2 (or null for the flavor's), got {self.vocab_size}")
         parts = self.split.split(",")
         _require(len(parts) == 2 and all(p.strip().replace(".", "", 1).isdigit() for p in parts),
                  f"data.split must be 'train,valid' parts like '99,1', got {self.split!r}")

@@ -28,25 +28,31 @@ def collate(samples: Sequence) -> dict[str, torch.Tensor]:
     A sample's `loss_mask` (instruct data: answers only) has `seq+1` entries aligned with its
     tokens; the label at position t is token t+1, so the mask is shifted the same way.
     """
-    token_rows, mask_rows = [], []
-    for sample in samples:
-        if isinstance(sample, dict):
-            tokens = np.asarray(sample["tokens"], dtype=np.int64)
-            mask = np.asarray(sample.get("loss_mask", np.ones_like(tokens)), dtype=np.float32)
-        else:
-            tokens = np.asarray(sample, dtype=np.int64)
-            mask = np.ones(tokens.shape, dtype=np.float32)
-        token_rows.append(tokens)
-        mask_rows.append(mask)
-    full = torch.from_numpy(np.stack(token_rows))  # [b, s+1]
-    mask = torch.from_numpy(np.stack(mask_rows))
+    rows = [sample_arrays(sample) for sample in samples]
+    full = torch.from_numpy(np.stack([tokens for tokens, _ in rows]))  # [b, s+1]
+    mask = torch.from_numpy(np.stack([mask for _, mask in rows]))
     seq = full.shape[1] - 1
     return {
         "tokens": full[:, :-1].contiguous(),
         "labels": full[:, 1:].contiguous(),
         "loss_mask": mask[:, 1:].contiguous(),
-        "position_ids": torch.arange(seq, dtype=torch.int64).unsqueeze(0).expand(full.shape[0], seq).contiguous(),
+        "position_ids": position_ids(full.shape[0], seq),
     }
+
+
+def sample_arrays(sample) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int64 `[s+1]`, loss mask float32 `[s+1]`) of one sample (array or dict); shared with
+    the DALI loader so both paths build bit-identical batches."""
+    if isinstance(sample, dict):
+        tokens = np.asarray(sample["tokens"], dtype=np.int64)
+        return tokens, np.asarray(sample.get("loss_mask", np.ones_like(tokens)), dtype=np.float32)
+    tokens = np.asarray(sample, dtype=np.int64)
+    return tokens, np.ones(tokens.shape, dtype=np.float32)
+
+
+def position_ids(batch: int, seq: int, device: torch.device | None = None) -> torch.Tensor:
+    """`[b, s]` positions 0..s-1 of every row."""
+    return torch.arange(seq, dtype=torch.int64, device=device).unsqueeze(0).expand(batch, seq).contiguous()
 
 
 def step_microbatches(dataset, consumed: int, layout: Layout, dp_rank: int,

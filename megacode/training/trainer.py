@@ -21,8 +21,8 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
 from megacode.config import Layout, RunConfig, get_flavor
-from megacode.data.synthetic import SyntheticTokens
-from megacode.models.llama import build_model, transformer_config, vocab_size
+from megacode.data.loader import StepLoader
+from megacode.models.llama import build_model, transformer_config
 from megacode.training.batches import chunk_iterators, step_microbatches
 from megacode.training.logger import MetricsLogger
 from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
@@ -61,17 +61,12 @@ class Run:
 
 
 def build_datasets(cfg: RunConfig, layout: Layout):
-    """Indexed-dataset blend from `data.paths`, or the synthetic stream when none is given."""
-    flavor = get_flavor(cfg.model.flavor)
-    if not cfg.data.paths:
-        vocab = vocab_size(cfg, flavor)
-        return (SyntheticTokens(vocab, cfg.data.seq_length, cfg.seed),
-                SyntheticTokens(vocab, cfg.data.seq_length, cfg.seed + 1))
-    from megacode.data.gpt_dataset import build_datasets as build_indexed
+    """(train, valid) step loaders over the indexed-dataset blend of `data.paths` (the synthetic
+    stream when none is given); valid is None when there is no validation data."""
+    from megacode.data.training_data import build_loaders
 
-    num_train = cfg.train.iters * layout.global_batch_size
-    num_valid = max(cfg.train.eval_iters, 1) * layout.global_batch_size
-    return build_indexed(cfg.data, cfg.seed, num_train, num_valid)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return build_loaders(cfg, layout, parallel_state.get_data_parallel_rank(), device)
 
 
 def build_run(cfg: RunConfig, layout: Layout) -> Run:
@@ -109,7 +104,10 @@ def _maybe_load(run: Run) -> None:
 
 def _forward_backward(run: Run, dataset, consumed: int, forward_only: bool) -> list:
     layout = run.layout
-    batches = step_microbatches(dataset, consumed, layout, parallel_state.get_data_parallel_rank(), run.device)
+    if isinstance(dataset, StepLoader):  # prepared a step ahead in the background
+        batches = dataset.get(consumed)
+    else:
+        batches = step_microbatches(dataset, consumed, layout, parallel_state.get_data_parallel_rank(), run.device)
     return get_forward_backward_func()(
         forward_step_func=forward_step,
         data_iterator=chunk_iterators(batches, len(run.model)),
@@ -139,8 +137,11 @@ def train_step(run: Run) -> StepResult:
 
 
 @torch.no_grad()
-def evaluate(run: Run) -> float:
-    """Mean loss over `train.eval_iters` fixed validation batches (the same ones every time)."""
+def evaluate(run: Run) -> Optional[float]:
+    """Mean loss over `train.eval_iters` fixed validation batches (the same ones every time);
+    None without validation data (build_datasets said so once)."""
+    if run.valid_data is None:
+        return None
     for chunk in run.model:
         chunk.eval()
     loss_sum, token_sum = 0.0, 0
@@ -187,7 +188,7 @@ def train(run: Run) -> list[StepResult]:
         ran += 1
         if result.step % cfg.logging.interval == 0:
             _log_step(run, result, flops_token)
-        if cfg.train.eval_interval and result.step % cfg.train.eval_interval == 0:
+        if cfg.train.eval_interval and result.step % cfg.train.eval_interval == 0 and run.valid_data is not None:
             run.logger.step(result.step, {"loss": evaluate(run)}, prefix="valid")
         if cfg.checkpoint.dir and cfg.checkpoint.interval and result.step % cfg.checkpoint.interval == 0:
             save(run)
