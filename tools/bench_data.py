@@ -226,6 +226,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cores", action="store_true", help="also time the single-thread C++ cores")
     p.add_argument("--with-indices", action="store_true", help="also the sample-index row (tools/bench_indices.py)")
+    p.add_argument("--with-loader", action="store_true",
+                   help="also the loader rows: samples/s at 1 and 2 threads, DALI and plain (megacode/data/loader_bench.py)")
     p.add_argument("--child", nargs=5, metavar=("KIND", "WORKERS", "JSONL", "MODEL", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -280,6 +282,11 @@ def main() -> None:
         s = bench_sample_index(num_docs=1_000_000, repeats=args.repeats)
         print(f"sample index, {s['num_samples']:,} samples: megacode {s['ours']:.3f} s, "
               f"Megatron-Core {s['megatron']:.3f} s ({s['megatron'] / s['ours']:.2f}x)")
+    # ---- loader rows: megacode/data/loader_bench.py (StepLoader, DALI vs plain, 0/1/2 threads) ----
+    if args.with_loader:
+        from megacode.data import loader_bench
+
+        loader_bench.main(["--repeats", str(args.repeats)])
     # ---- FIM row: to be added with the FIM transform (issue 3, FIM part) ----
 
 
