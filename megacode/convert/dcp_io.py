@@ -27,6 +27,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint import save as dcp_save
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import (
     ChunkStorageMetadata,
@@ -122,9 +123,15 @@ def write_chunks(ckpt_dir: Path, items: Sequence[ChunkItem | BytesItem],
                  on_item: Callable[[int], None] = lambda n: None) -> None:
     """Write `items` as one DCP checkpoint in `ckpt_dir` (which must exist), chunk by chunk."""
     writer = FileSystemWriter(str(ckpt_dir), single_file_per_rank=False, thread_count=1, sync_files=True)
-    with warnings.catch_warnings():  # "torch.distributed is ... uninitialized, assuming ... single process"
-        warnings.simplefilter("ignore", UserWarning)
-        dcp_save({}, storage_writer=writer, planner=_LazySavePlanner(items, on_item), no_dist=True)
+    try:
+        with warnings.catch_warnings():  # "torch.distributed is ... uninitialized, assuming ... single process"
+            warnings.simplefilter("ignore", UserWarning)
+            dcp_save({}, storage_writer=writer, planner=_LazySavePlanner(items, on_item), no_dist=True)
+    except CheckpointException as wrapped:  # DCP wraps what a producer raised: hand that on as it was
+        failures = list(wrapped.failures.values())
+        if len(failures) == 1 and isinstance(failures[0][0], Exception):
+            raise failures[0][0] from None
+        raise
 
 
 def write_megatron_files(ckpt_dir: Path, common: dict) -> None:

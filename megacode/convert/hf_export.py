@@ -64,19 +64,26 @@ class ExportOptions:
 
 
 def resolve_checkpoint(path: Path, step: Optional[int]) -> tuple[Path, Path]:
-    """(checkpoint root, iter directory) for a root or an iter directory."""
-    from megacode.checkpoint.dist_ckpt import resolve_load_dir
+    """(checkpoint root, iter directory) for a root (its tracker's step, or `step`) or an iter
+    directory. Exactly that step is exported: an incomplete one is an error naming what is
+    missing, never a silent fall-back to an older step."""
+    from megacode.checkpoint.tracker import TRACKER_NAME, read_tracker, step_dir
 
     if not path.is_dir():
         raise ConvertError(f"checkpoint {path} does not exist")
-    if (path / ".metadata").is_file():
+    if (path / ".metadata").is_file() or (path / "common.pt").is_file():
         return path.parent, path
-    try:
-        target = resolve_load_dir(path, step)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConvertError(str(err)) from None
-    if target is None:
-        raise ConvertError(f"{path} holds no checkpoint (no latest_checkpointed_iteration.txt and no .metadata)")
+    if step is None:
+        try:
+            step = read_tracker(path)
+        except ValueError as err:
+            raise ConvertError(str(err)) from None
+        if step is None:
+            raise ConvertError(f"{path} holds no checkpoint (no {TRACKER_NAME}); pass a checkpoint root "
+                               f"or an iter_XXXXXXX directory")
+    target = step_dir(path, step)
+    if not target.is_dir():
+        raise ConvertError(f"checkpoint step {step} not found: {target} does not exist")
     return path, target
 
 

@@ -86,6 +86,7 @@ def _run_config(hf_cfg: hf.HFLlamaConfig, flavor, opts: ImportOptions, tokenizer
                                       num_layers=None if layers == flavor.num_layers else layers),
                     parallel=opts.parallel)
     cfg.data.tokenizer_model = str(tokenizer) if tokenizer else None
+    cfg.data.seq_length = hf_cfg.max_position_embeddings  # the context the weights were trained at
     # The layout checks need a batch; one that any pipeline can fill stands in for the real one.
     probe = replace(cfg, train=TrainConfig(global_batch_tokens=cfg.data.seq_length * opts.pp, micro_batch_size=1))
     try:
