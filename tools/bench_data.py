@@ -200,8 +200,8 @@ def report(rows: Dict[str, dict], workers: List[int]) -> None:
     for name, r in rows.items():
         if name.startswith(CONTROL):
             continue
-        cores = int(name.split(", ")[1].split()[0]) if ", " in name else 1
-        cpu = f"{min(r['cpu_s']):7.2f}" if "cpu_s" in r else ""
+        cores = int(name.rsplit(", ", 1)[1].split()[0]) if name.endswith(" workers") else 1
+        cpu = f"{min(r['cpu_s']):7.2f}" if "cpu_s" in r else "      -"
         print(f"{name:32s} {rate(r):14,.0f} {rate(r, statistics.median):12,.0f} {rate(r) / cores:12,.0f} "
               f"{rate(r) / cores / raw_rate:7.2f}x {cpu}")
     print()
