@@ -212,7 +212,7 @@ def report(rows: Dict[str, dict], workers: List[int]) -> None:
     for hi in sorted(set(workers) - {lo}):
         for kind in (MEGACODE, MEGATRON, CONTROL):
             a, b = rows[f"{kind}, {lo} workers"], rows[f"{kind}, {hi} workers"]
-            bound = hi / lo * min(a["cpu_s"]) / min(b["cpu_s"])
+            bound = hi / lo * (min(a["cpu_s"]) / a["tokens"]) / (min(b["cpu_s"]) / b["tokens"])  # per unit of work
             print(f"{kind} {lo} -> {hi} workers: {rate(b) / rate(a):.2f}x wall clock, {bound:.2f}x by CPU seconds "
                   f"({min(a['cpu_s']):.2f} -> {min(b['cpu_s']):.2f})")
 
