@@ -145,10 +145,3 @@ class PackedDataset:
     def __repr__(self) -> str:
         return (f"PackedDataset({self.indexed.prefix!r}, docs={self.split_docs.size}, seq_length={self.seq_length}, "
                 f"samples={self.num_samples}, epochs={self.num_epochs}, seed={self.seed})")
-
-
-def build_datasets(data_cfg, seed: int, num_train_samples: int, num_valid_samples: int):
-    """(train, valid) from a `DataConfig`; see `megacode.data.builder.build_datasets`."""
-    from megacode.data.builder import build_datasets as build  # builder imports this module
-
-    return build(data_cfg, seed, num_train_samples, num_valid_samples)

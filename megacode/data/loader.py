@@ -28,7 +28,7 @@ from typing import Callable, List, Optional
 import torch
 
 from megacode.data.provenance import check_token_range
-from megacode.training.batches import collate, position_ids, sample_arrays, sample_indices
+from megacode.data.batching import collate, position_ids, sample_arrays, sample_indices
 
 log = logging.getLogger("megacode")
 

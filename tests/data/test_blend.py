@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from megacode.config.schema import DataConfig
-from megacode.data import gpt_dataset, indices
+from megacode.data import indices
 from megacode.data.blend import BlendedDataset
 from megacode.data.builder import build_datasets
 from megacode.data.gpt_dataset import PackedDataset
@@ -108,7 +108,7 @@ def test_build_datasets_split_and_blend(three_datasets, tmp_path):
     for i in range(60):
         assert all(doc >= 190 for doc, _, _ in valid.pieces(i))
     # Same config and seed: everything comes from the cache, samples identical.
-    train2, _ = gpt_dataset.build_datasets(cfg, 1234, 3000, 60)  # the trainer's import path
+    train2, _ = build_datasets(cfg, 1234, 3000, 60)
     assert not train2.built and not any(p.built for p in train2.datasets)
     for i in range(0, 3000, 101):
         np.testing.assert_array_equal(train[i], train2[i])

@@ -15,7 +15,7 @@ from megacode.data.indexed import IndexedDatasetWriter
 from megacode.data.loader import DaliCollator, StepLoader, resolve_backend
 from megacode.data.provenance import TokenRangeError
 from megacode.data.training_data import build_loaders
-from megacode.training.batches import collate
+from megacode.data.batching import collate
 
 SEQ = 24
 VOCAB = 500
