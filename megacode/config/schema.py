@@ -61,6 +61,10 @@ class ParallelConfig:
     """Overlap DP gradient reduce-scatter with backward (used only on CUDA; gloo runs it synchronously)."""
     timeout_minutes: int = 10
     """Collective timeout: a dead or hung rank stops the job after this long."""
+    recompute: str = "none"
+    """Activation recompute (Korthikanti et al. 2022): `none`; `selective` (the attention core; flash
+    attention keeps no scores anyway); `full` (keep each layer's input, recompute the layer in
+    backward: what 16k-token long-context fine-tuning of the large flavors needs)."""
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp"):
@@ -72,6 +76,8 @@ class ParallelConfig:
                  f"parallel.vp={self.vp} needs parallel.pp > 1, got pp={self.pp}")
         _require(not self.sequence_parallel or self.tp > 1,
                  f"parallel.sequence_parallel needs parallel.tp > 1, got tp={self.tp}")
+        _require(self.recompute in ("none", "selective", "full"),
+                 f"parallel.recompute must be none, selective or full, got {self.recompute!r}")
 
 
 @dataclass

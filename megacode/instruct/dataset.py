@@ -13,7 +13,7 @@ sample's mask read from the same (document, start, end) spans as its tokens. Dia
 back to back and cut across samples like pretraining documents, as Llama 2's SFT did (Llama 2
 §3.1: prompts and answers concatenated to fill the sequence, loss zeroed on prompt tokens).
 
-Samples are `{"tokens": [s+1] int64, "loss_mask": [s+1] uint8}`; `training.batches.collate` shifts
+Samples are `{"tokens": [s+1] int64, "loss_mask": [s+1] uint8}`; `megacode.data.batching.collate` shifts
 the mask with the labels. Text components of the same blend (stage 4's rehearsal data) yield
 plain arrays, i.e. a full mask.
 """

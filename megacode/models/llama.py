@@ -68,6 +68,10 @@ def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[to
         pipeline_model_parallel_size=layout.pp,
         virtual_pipeline_model_parallel_size=layout.vp,
         sequence_parallel=cfg.parallel.sequence_parallel,
+        # Full recompute keeps one layer's input per layer (Megatron's "uniform" method, 1 layer a chunk).
+        recompute_granularity=None if cfg.parallel.recompute == "none" else cfg.parallel.recompute,
+        recompute_method="uniform" if cfg.parallel.recompute == "full" else None,
+        recompute_num_layers=1 if cfg.parallel.recompute == "full" else None,
         params_dtype=dtype,
         pipeline_dtype=dtype,
         bf16=dtype == torch.bfloat16,
