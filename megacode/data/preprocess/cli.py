@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset-impl", default="mmap", choices=["mmap"], help="accepted (older Megatron flag)")
     g.add_argument("--rejects", default=None, metavar="FILE", help="write rejected lines/files with reasons (JSONL)")
     g = p.add_argument_group("runtime")
-    g.add_argument("--workers", type=int, default=1, help="worker processes (1: encode in this process)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="encoding processes, this one included (1: everything in this process)")
     g.add_argument("--partitions", type=int, default=1, help="accepted; order is always kept")
     g.add_argument("--keep-sequential-samples", action="store_true", help="accepted; order is always kept")
     g.add_argument("--log-interval", type=int, default=1000, help="documents between log lines (non-terminal stderr)")

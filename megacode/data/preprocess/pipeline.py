@@ -1,11 +1,15 @@
 """The preprocessing run: chunks -> worker processes -> indexed datasets, in input order.
 
-    main process                         workers (--workers N > 1; else in-process)
-    read / decompress / cut chunks  -->  parse JSON, check, encode (C++ core)  --> token arrays
-    write {prefix}_{key}_document.bin/.idx, sidecars, progress, summary     <--
+    main process                               pool of N-1 processes (--workers N)
+    cut chunks (plain JSONL: byte ranges;  -->  read, parse JSON, check, encode (C++ core)
+      compressed: decompressed lines)           --> token arrays
+    encode chunks itself while the oldest
+      pool chunk is unfinished
+    write {prefix}_{key}_document.bin/.idx, sidecars, progress, summary, in chunk order
 
-At most 2N+2 chunks are in flight, so memory stays bounded on any input size, and results are
-written in submission order, so the output is the same for every N. Every output file is
+So N workers are N busy processes (the main one included) and --workers 1 runs everything here.
+A bounded number of chunks is in flight, so memory stays bounded on any input size, and results
+are written in chunk order, so the output is the same for every N. Every output file is
 written under a temporary name and moved to its final name only when the run succeeds: a crash
 leaves no half dataset under a final name. Datasets are moved last (the .idx last of all), so a
 present .idx means a complete run.
@@ -155,9 +159,12 @@ class _Outputs:
 
 
 def _results(cfg: PreprocessConfig, chunks, tokenizer, options: WorkerOptions):
-    """Yield ChunkResults in chunk order: in this process, or from a pool of cfg.workers."""
+    """Yield ChunkResults in chunk order, encoded by cfg.workers processes: this one and a pool
+    of cfg.workers - 1. The pool is kept `window` chunks ahead; whenever the oldest chunk is not
+    done yet, this process encodes the next chunk itself instead of waiting (its results wait in
+    order in `queue`). So N workers are N busy processes, the main one included."""
+    processor = ChunkProcessor(tokenizer, options)
     if cfg.workers == 1:
-        processor = ChunkProcessor(tokenizer, options)
         for chunk in chunks:
             yield processor(chunk)
         return
@@ -165,18 +172,38 @@ def _results(cfg: PreprocessConfig, chunks, tokenizer, options: WorkerOptions):
     # parent holds no threads yet (tqdm starts later). Elsewhere, spawn and load in each worker.
     if sys.platform.startswith("linux"):
         ctx, init, initargs = mp.get_context("fork"), None, ()
-        preload(ChunkProcessor(tokenizer, options))
+        preload(processor)
     else:
         ctx, init, initargs = mp.get_context("spawn"), init_worker, (tokenizer.model_path, cfg.backend, options)
+    chunks = iter(chunks)
+    window = 2 * (cfg.workers - 1) + 2
     try:
-        with ctx.Pool(cfg.workers, initializer=init, initargs=initargs) as pool:
-            pending = deque()
-            for chunk in chunks:
-                pending.append(pool.apply_async(process_chunk, (chunk,)))
-                if len(pending) >= 2 * cfg.workers + 2:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
+        with ctx.Pool(cfg.workers - 1, initializer=init, initargs=initargs) as pool:
+            queue = deque()  # in chunk order: AsyncResult (pool) or ChunkResult (done here)
+            in_pool, exhausted = 0, False
+            while True:
+                while in_pool < window and not exhausted:  # keep the pool `window` chunks ahead
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                    else:
+                        queue.append(pool.apply_async(process_chunk, (chunk,)))
+                        in_pool += 1
+                if not queue:
+                    return
+                head = queue[0]
+                if isinstance(head, ChunkResult) or head.ready() or exhausted or len(queue) > 4 * window:
+                    queue.popleft()
+                    if not isinstance(head, ChunkResult):
+                        in_pool -= 1
+                        head = head.get()
+                    yield head
+                else:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                    else:
+                        queue.append(processor(chunk))
     finally:
         preload(None)
 
