@@ -50,12 +50,8 @@ class Tokenizer:
             self._sp.LoadFromSerializedProto(serialized)
         except (RuntimeError, OSError) as e:
             raise ValueError(f"{self.model_path} is not a SentencePiece model: {e}") from None
-        # enc' (no implicit leading "▁") from the binding: the same model without the dummy prefix.
-        proto = model_pb2.ModelProto()
-        proto.ParseFromString(serialized)
-        proto.normalizer_spec.add_dummy_prefix = False
-        self._sp_infill = spm.SentencePieceProcessor()
-        self._sp_infill.LoadFromSerializedProto(proto.SerializeToString())
+        self._serialized = serialized
+        self._sp_infill_cache = None
 
         self.vocab_size = self._sp.vocab_size()
         self.bos_id = _optional_id(self._sp.bos_id())
@@ -80,6 +76,18 @@ class Tokenizer:
             return
         fast.self_check(self._sp)
         self._fast, self.backend = fast, "megacode"
+
+    @property
+    def _sp_infill(self) -> spm.SentencePieceProcessor:
+        """enc' from the binding: the same model without the dummy prefix (built on first use)."""
+        if self._sp_infill_cache is None:
+            proto = model_pb2.ModelProto()
+            proto.ParseFromString(self._serialized)
+            proto.normalizer_spec.add_dummy_prefix = False
+            sp = spm.SentencePieceProcessor()
+            sp.LoadFromSerializedProto(proto.SerializeToString())
+            self._sp_infill_cache = sp
+        return self._sp_infill_cache
 
     def _find_piece(self, piece: str) -> Optional[int]:
         i = self._sp.piece_to_id(piece)
