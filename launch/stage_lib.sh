@@ -60,13 +60,13 @@ stage_command() {
   name=${NAME:-$stage}
   from=${FROM:-$(recipe_from "$stage")} || return 1
   STAGE_CONFIG="configs/$dir/$stage.yaml"
-  if [ ! -f "${MEGACODE_ROOT:-.}/$STAGE_CONFIG" ]; then
+  if [ ! -f "$STAGE_CONFIG" ]; then  # scripts run from the checkout root
     echo "stage_lib: no config $STAGE_CONFIG for flavor '$flavor'" >&2
     return 1
   fi
   ckpt="$runs/$dir/$name/checkpoints"
   STAGE_OVERRIDES=("checkpoint.dir=$ckpt" "logging.dir=$runs/$dir/$name/tensorboard")
-  if [ -f "${MEGACODE_ROOT:-.}/$ckpt/latest_checkpointed_iteration.txt" ]; then
+  if [ -f "$ckpt/latest_checkpointed_iteration.txt" ]; then
     # Restarted (requeue, crash): resume this stage with its optimizer, schedule and data position.
     STAGE_OVERRIDES+=("checkpoint.load=null" "checkpoint.finetune=false")
   else

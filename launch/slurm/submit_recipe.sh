@@ -14,7 +14,8 @@
 # directory (tools/convert_checkpoint.py hf-to-megacode into $RUNS/codellama-F/llama2/checkpoints);
 # without it that import must already be there. Overrides after `--` go to every training stage.
 # Nodes and time per job: recipe_nodes (launch/stage_lib.sh) and each stage script's #SBATCH --time;
-# NODES_stageN=... / TIME_stageN=... in the environment override them (e.g. NODES_stage1_code=32).
+# NODES_<label>=... / TIME_<label>=... in the environment override them (e.g. NODES_stage1_code=32);
+# RUNS (runs) is the run root the jobs use, LOG_DIR (logs) where SLURM writes each job's output.
 # Prints one line per job, "LABEL: job ID"; --dry-run prints the exact sbatch commands instead,
 # with placeholder ids dry1, dry2, ... standing for the ids SLURM would return.
 set -euo pipefail
@@ -39,6 +40,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 RUNS=${RUNS:-runs}
+LOG_DIR=${LOG_DIR:-logs}
 DIR=$(flavor_dir "$FLAVOR")
 dry_count=0
 
@@ -47,7 +49,7 @@ dry_count=0
 submit() {
   local label=$1 dep=$2
   shift 2
-  local cmd=(sbatch --parsable --job-name="$DIR-$label")
+  local cmd=(sbatch --parsable --job-name="$DIR-$label" --output="$LOG_DIR/%x-%j.out")
   [ -n "$dep" ] && cmd+=(--dependency="afterok:$dep" --kill-on-invalid-dep=yes)
   cmd+=("$@")
   if [ -n "$DRY" ]; then
@@ -76,7 +78,7 @@ train_stage() {
 
 if [ -z "$DRY" ]; then
   command -v sbatch >/dev/null || { echo "submit_recipe: sbatch not found (not a SLURM login node?); try --dry-run" >&2; exit 2; }
-  mkdir -p logs  # SLURM writes --output=logs/... and does not create the directory
+  mkdir -p "$LOG_DIR"  # SLURM does not create the --output directory
   if [ -z "$LLAMA2_HF" ] && [ ! -f "$RUNS/$DIR/llama2/checkpoints/latest_checkpointed_iteration.txt" ]; then
     echo "submit_recipe: $RUNS/$DIR/llama2/checkpoints holds no checkpoint: pass --llama2-hf DIR to import Llama 2" >&2
     exit 2
