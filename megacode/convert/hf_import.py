@@ -115,7 +115,7 @@ def _tokenizer_plan(model_dir: Path, hf_vocab: int, vocab: int) -> tuple[Optiona
                        f"(only Code Llama's {CODELLAMA_NEW_PIECES} infilling pieces can be added)")
 
 
-def _row_mean(weights: HFWeights, name: str, block: int = 4096) -> torch.Tensor:
+def _row_mean(weights: HFWeights, name: str, block: int = 1024) -> torch.Tensor:
     """Mean of all rows `[h]` in float64, read a block of rows at a time."""
     info = weights.info(name)
     total = torch.zeros(info.shape[1:], dtype=torch.float64)

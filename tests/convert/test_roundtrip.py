@@ -109,8 +109,10 @@ def _structure(ckpt_dir):
 
 
 def test_import_stores_what_megacode_train_saves(tmp_path, hf_models, trained):
-    """The trained run saved at TP1 x PP2: an import at TP1 has the same keys and chunks."""
-    ours = import_hf(ImportOptions(input=hf_models["gqa"], output=tmp_path / "tp1", tp=1, pp=2, progress=False))
+    """The trained run saved at TP1 x PP2: an import at TP1 has the same keys and chunks (virtual
+    stages change which rank writes a layer, not the chunks)."""
+    ours = import_hf(ImportOptions(input=hf_models["gqa"], output=tmp_path / "tp1", tp=1, pp=2, vp=2, progress=False))
+    assert read_common(step_dir(ours, 0))["layout"] == {"tp": 1, "pp": 2, "vp": 2, "dp": 1}
     theirs = step_dir(trained, read_tracker(trained))
     assert read_common(theirs)["layout"]["tp"] == 1
     mine_tensors, mine_objects = _structure(step_dir(ours, 0))

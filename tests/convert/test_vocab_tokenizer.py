@@ -91,3 +91,16 @@ def test_exported_tokenizer_files(exported_grow):
     assert config["tokenizer_class"] == "CodeLlamaTokenizer"
     assert (config["prefix_token"], config["suffix_token"], config["middle_token"], config["eot_token"]) == \
         ("▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>")
+
+
+def test_tokenizer_without_infilling_exports_as_llama_tokenizer(tmp_path, tokenizers):
+    """Code Llama 34B keeps Llama 2's 32,000 pieces: no infilling, LlamaTokenizer."""
+    from transformers import AutoTokenizer
+
+    from megacode.convert.tokenizer_files import write_hf_tokenizer
+
+    info = write_hf_tokenizer(tokenizers["base"], tmp_path, 496, max_length=4096)
+    assert not info.infill
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert type(tok).__name__ == "LlamaTokenizer" and len(tok) == 496
+    assert tok(TEXT)["input_ids"] == load(tokenizers["base"]).encode(TEXT, bos=True)
