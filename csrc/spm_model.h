@@ -22,17 +22,27 @@ inline uint64_t mix64(uint64_t a, uint64_t b) {
   return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
 }
 
+// Fast hash of short byte strings (words, pieces): fixed-size loads only, no memcpy calls.
 inline uint64_t hash_bytes(const char* s, size_t n) {
   uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xA0761D6478BD642Full);
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, s, 8);
-    h = mix64(h ^ v, 0xA0761D6478BD642Full);
-    s += 8;
-    n -= 8;
-  }
   uint64_t v = 0;
-  std::memcpy(&v, s, n);
+  if (n >= 8) {
+    const char* end = s + n;
+    for (; s + 8 <= end; s += 8) {
+      std::memcpy(&v, s, 8);
+      h = mix64(h ^ v, 0xA0761D6478BD642Full);
+    }
+    if (s == end) return mix64(h, 0xE7037ED1A0B428DBull);
+    std::memcpy(&v, end - 8, 8);  // the last 8 bytes, overlapping the previous block
+  } else if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, s, 4);
+    std::memcpy(&b, s + n - 4, 4);
+    v = (static_cast<uint64_t>(a) << 32) | b;
+  } else if (n > 0) {
+    const auto* u = reinterpret_cast<const unsigned char*>(s);
+    v = (static_cast<uint64_t>(u[0]) << 16) | (static_cast<uint64_t>(u[n >> 1]) << 8) | u[n - 1];
+  }
   return mix64(h ^ v, 0xE7037ED1A0B428DBull);
 }
 
