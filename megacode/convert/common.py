@@ -80,8 +80,8 @@ def progress_bar(total_bytes: int, desc: str, enabled: bool):
 def check_new_output(output: Path) -> None:
     if output.exists() or output.is_symlink():
         raise ConvertError(f"output directory {output} already exists; remove it or choose another --output")
-    if not output.parent.is_dir():
-        raise ConvertError(f"parent directory of --output does not exist: {output.parent}")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise ConvertError(f"parent of --output is not a directory: {output.parent}")
 
 
 @contextlib.contextmanager
@@ -89,6 +89,7 @@ def staged_output(output: Path) -> Iterator[Path]:
     """Yield a partial directory beside `output`; rename it to `output` if the block succeeds."""
     output = Path(output).absolute()
     check_new_output(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     if partial.exists():
         shutil.rmtree(partial)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from megacode.config import ConfigError, RunConfig, config_from_dict, get_flavor
+from megacode.config import ConfigError, ModelConfig, RunConfig, config_from_dict, get_flavor
 from megacode.convert import hf_layout as hf
 from megacode.convert import megatron_layout as mg
 from megacode.convert.common import (
@@ -56,6 +56,8 @@ class ExportOptions:
     """Write weights as bf16/fp16/fp32; None keeps the checkpoint's dtype."""
     max_shard_size: str = "5GB"
     progress: bool = True
+    torch_dtype: Optional[torch.dtype] = field(init=False)
+    max_shard_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.input, self.output = Path(self.input), Path(self.output)
@@ -85,6 +87,27 @@ def resolve_checkpoint(path: Path, step: Optional[int]) -> tuple[Path, Path]:
     if not target.is_dir():
         raise ConvertError(f"checkpoint step {step} not found: {target} does not exist")
     return path, target
+
+
+def stored_config(common: dict, ckpt: Path) -> RunConfig:
+    """The run config saved with the checkpoint. A checkpoint can outlive the schema it was
+    written with; if the whole config no longer loads, its model and data sections suffice."""
+    tree = common.get("config")
+    if not isinstance(tree, dict):
+        raise ConvertError(f"{ckpt}/common.pt holds no run config")
+    try:
+        return config_from_dict(tree)
+    except (ConfigError, TypeError) as err:
+        log.warning("%s: stored run config does not load as a whole (%s); using its model and data sections",
+                    ckpt, err)
+    try:
+        cfg = RunConfig()
+        cfg.model = ModelConfig(**{f.name: tree["model"][f.name] for f in fields(ModelConfig) if f.name in tree["model"]})
+        for name in ("vocab_size", "seq_length", "tokenizer_model"):
+            setattr(cfg.data, name, tree.get("data", {}).get(name, getattr(cfg.data, name)))
+        return cfg
+    except (ConfigError, KeyError, TypeError) as err:
+        raise ConvertError(f"{ckpt}/common.pt: the stored model config does not load ({err})") from None
 
 
 def _find_tokenizer(opts: ExportOptions, root: Path, cfg: RunConfig) -> Path:
@@ -187,10 +210,7 @@ def export_hf(opts: ExportOptions) -> Path:
     check_new_output(output)
     root, ckpt = resolve_checkpoint(opts.input, opts.step)
     common = read_megatron_common(ckpt)
-    try:
-        cfg = config_from_dict(common["config"])
-    except (ConfigError, KeyError, TypeError) as err:
-        raise ConvertError(f"{ckpt}/common.pt: the stored run config does not load ({err})") from None
+    cfg = stored_config(common, ckpt)
     reader = CheckpointReader(ckpt)
     shape = _model_shape(cfg, reader)
     tokenizer = _find_tokenizer(opts, root, cfg)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -55,6 +55,8 @@ class ImportOptions:
     dtype: Optional[str] = None
     """Store weights as bf16/fp16/fp32; None keeps the input's dtype (bit-exact)."""
     progress: bool = True
+    parallel: ParallelConfig = field(init=False)
+    torch_dtype: Optional[torch.dtype] = field(init=False)
 
     def __post_init__(self) -> None:
         self.input, self.output = Path(self.input), Path(self.output)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from functools import partial
 
 import torch
 from megatron.core import parallel_state

@@ -137,3 +137,15 @@ def test_command_line_reports_errors_with_exit_code_2(tmp_path, hf_models):
     assert done.returncode == 2
     assert "convert_checkpoint: error:" in done.stderr and "num_key_value_heads=4" in done.stderr
     assert_nothing_written(tmp_path / "out")
+
+
+def test_checkpoint_from_another_config_schema_still_exports(tmp_path, imported):
+    """A checkpoint outlives the schema it was saved with: unknown config keys are not fatal."""
+    old = tmp_path / "old"
+    shutil.copytree(imported["gqa"], old)
+    path = old / "iter_0000000" / "common.pt"
+    state = torch.load(path, weights_only=False)
+    state["common"]["config"]["retired_section"] = {"knob": 1}
+    torch.save(state, path)
+    out = export_hf(ExportOptions(input=old, output=tmp_path / "nested" / "hf", progress=False))
+    assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 2
