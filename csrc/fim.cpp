@@ -1,0 +1,322 @@
+// megacode._fim: Code Llama's fill-in-the-middle transform (arXiv 2308.12950 §2.3), applied to
+// stored token ids while samples are drawn. Layouts (DESIGN.md §1), special tokens by id:
+//
+//   PSM  <PRE> enc(prefix) <SUF> enc'(suffix) <MID> enc'(middle) <EOT>
+//   SPM  <PRE> <SUF> enc'(suffix) <MID> enc(prefix + middle) <EOT>
+//
+// enc is SentencePiece's encoding (implicit leading "▁"), enc' the same without it; both come
+// from the exact BPE core of spm_bpe.h. A document's text is recovered from its ids by
+// SentencePiece's decoding rules (below); only documents whose ids decode without loss are
+// transformed, the others are copied unchanged and counted ("unclean").
+//
+// Random choices of one document occurrence (piece p of sample i holding document d), with
+// SplitMix64's finalizer mix(z) and G = 0x9E3779B97F4A7C15 (all arithmetic mod 2^64):
+//   key = mix(mix(mix(seed + G) ^ i + G) ^ p + G) ^ d
+//   draw j = mix(key + (j + 1) * G), j = 0..3
+//   transformed   (draw0 >> 11) * 2^-53 < rate
+//   SPM           (draw1 >> 11) * 2^-53 < spm_rate
+//   split points  a = (draw2 * (n + 1)) >> 64, b = (draw3 * (n + 1)) >> 64, over the n code
+//                 points of the text; lo = min(a, b), hi = max(a, b): prefix [0, lo),
+//                 middle [lo, hi), suffix [hi, n)
+// so a sample depends on (seed, sample index, its documents) only, never on the reading thread.
+// tests/data/test_fim*.py re-implement this in Python against the SentencePiece binding.
+//
+// Decoding, as SentencePieceProcessor::Decode (0.2.3) on the ids a document can hold after
+// encoding valid text: NORMAL/USER_DEFINED pieces give their text with "▁" -> " ", and the very
+// first piece loses one leading "▁" (add_dummy_prefix); runs of <0xXX> byte pieces give their
+// bytes, which must be valid UTF-8. CONTROL/UNKNOWN/UNUSED ids, or invalid byte runs, make the
+// document unclean (SentencePiece would drop them or print " ⁇ "/U+FFFD: not the stored text).
+// A leading BOS and a trailing EOS (as preprocessing writes them) frame the document and stay
+// in place around the transformed body.
+//
+// The Python wrapper (megacode/data/fim.py, fim_dataset.py) checks ranges; this layer trusts them.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "spm_bpe.h"
+
+namespace py = pybind11;
+using megacode::spm::BpeEncoder;
+using megacode::spm::EncodeState;
+using megacode::spm::ModelSpec;
+
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+inline uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+inline uint64_t doc_key(uint64_t seed, uint64_t sample, uint64_t piece, uint64_t doc) {
+  uint64_t s = mix(seed + kGolden) ^ sample;
+  s = mix(s + kGolden) ^ piece;
+  return mix(s + kGolden) ^ doc;
+}
+
+inline uint64_t draw(uint64_t key, uint64_t j) { return mix(key + (j + 1) * kGolden); }
+inline double unit(uint64_t d) { return static_cast<double>(d >> 11) * 0x1.0p-53; }
+inline uint64_t below(uint64_t d, uint64_t n) {  // uniform in [0, n)
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(d) * n) >> 64);
+}
+
+// Per-id decoding table (see the header comment).
+class Decoder {
+ public:
+  static constexpr int16_t kText = -1, kUnclean = -2;  // kind >= 0: a byte piece's value
+
+  explicit Decoder(const ModelSpec& m) : strip_first_(m.add_dummy_prefix || m.remove_extra_whitespaces) {
+    const size_t n = m.pieces.size();
+    kind_.assign(n, kText);
+    space_first_.assign(n, 0);
+    offsets_.reserve(n + 1);
+    offsets_.push_back(0);
+    static const std::string kSym = "\xe2\x96\x81";
+    for (size_t id = 0; id < n; ++id) {
+      const std::string& p = m.pieces[id];
+      const int type = m.types[id];
+      if (type == megacode::spm::BYTE) {
+        kind_[id] = static_cast<int16_t>(std::stoi(p.substr(3, 2), nullptr, 16));
+      } else if (type != megacode::spm::NORMAL && type != megacode::spm::USER_DEFINED) {
+        kind_[id] = kUnclean;
+      } else {
+        space_first_[id] = p.compare(0, 3, kSym) == 0;
+        for (size_t k = 0; k < p.size();) {
+          if (p.compare(k, 3, kSym) == 0) { surfaces_ += ' '; k += 3; }
+          else surfaces_ += p[k++];
+        }
+      }
+      offsets_.push_back(static_cast<uint32_t>(surfaces_.size()));
+    }
+  }
+
+  // Text of ids [0, n) into `out`; false when a document is unclean (then `out` is garbage).
+  bool decode(const int64_t* ids, size_t n, std::string* out) const {
+    out->clear();
+    const int64_t vocab = static_cast<int64_t>(kind_.size());
+    size_t run = 0;  // bytes of the pending byte-piece run at the end of `out`
+    for (size_t k = 0; k < n; ++k) {
+      const int64_t id = ids[k];
+      if (id < 0 || id >= vocab) return false;
+      const int16_t kind = kind_[id];
+      if (kind == kUnclean) return false;
+      if (kind >= 0) { out->push_back(static_cast<char>(kind)); ++run; continue; }
+      if (run && !megacode::spm::valid_utf8(std::string_view(out->data() + out->size() - run, run))) return false;
+      run = 0;
+      size_t b = offsets_[id];
+      if (k == 0 && strip_first_ && space_first_[id]) ++b;  // the implicit leading space
+      out->append(surfaces_, b, offsets_[id + 1] - b);
+    }
+    return !run || megacode::spm::valid_utf8(std::string_view(out->data() + out->size() - run, run));
+  }
+
+ private:
+  bool strip_first_;
+  std::vector<int16_t> kind_;        // [vocab]
+  std::vector<uint8_t> space_first_; // [vocab] piece starts with "▁"
+  std::string surfaces_;             // every text piece, "▁" -> " ", concatenated
+  std::vector<uint32_t> offsets_;    // [vocab + 1] into surfaces_
+};
+
+// Byte offset of code point `cp` in UTF-8 `s` (its length when cp is the code point count).
+inline size_t byte_of(std::string_view s, uint64_t cp) {
+  size_t i = 0;
+  for (uint64_t seen = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && seen++ == cp) return i;
+  }
+  return i;
+}
+
+inline uint64_t count_cps(std::string_view s) {
+  uint64_t n = 0;
+  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+// Counters of one transform call: what was seen and done, for the data summary.
+enum Stat { kEligible, kTransformed, kSpm, kUnclean, kTokensIn, kTokensOut, kNumStats };
+
+class Fim {
+ public:
+  Fim(const py::bytes& model, int pre, int suf, int mid, int eot, int bos, int eos, size_t cache_entries)
+      : pre_(pre), suf_(suf), mid_(mid), eot_(eot), bos_(bos), eos_(eos), cache_entries_(cache_entries) {
+    const std::string data = model;
+    try {
+      enc_ = std::make_unique<BpeEncoder>(data);
+      dec_ = std::make_unique<Decoder>(megacode::spm::parse_model_proto(data));
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }
+
+  int vocab_size() const { return enc_->vocab_size(); }
+
+  // fim_tokens(text, lo, hi, spm): one document's layout for given split points (code points).
+  py::array_t<int64_t> fim_text(const py::str& text, uint64_t lo, uint64_t hi, bool spm) {
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(text.ptr(), &n);
+    if (p == nullptr) throw py::error_already_set();
+    std::vector<int64_t> out;
+    {
+      py::gil_scoped_release nogil;
+      auto st = acquire();
+      emit(std::string_view(p, static_cast<size_t>(n)), lo, hi, spm, st.get(), &out);
+      release(std::move(st));
+    }
+    return to_array(out);
+  }
+
+  // The text of clean ids, or None (see Decoder).
+  py::object decode(py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids) {
+    std::string text;
+    bool ok;
+    {
+      py::gil_scoped_release nogil;
+      ok = dec_->decode(ids.data(), static_cast<size_t>(ids.size()), &text);
+    }
+    if (!ok) return py::none();
+    return py::str(text);
+  }
+
+  // One sample: tokens [sum(lengths)] made of pieces of lengths[k] (document docs[k], whole when
+  // eligible[k]). Returns (transformed tokens [m] int64, counters [kNumStats] int64); m differs
+  // from the input length when documents were transformed (the caller packs it back).
+  py::tuple transform(py::array_t<int64_t, py::array::c_style | py::array::forcecast> tokens,
+                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> lengths,
+                      py::array_t<uint8_t, py::array::c_style | py::array::forcecast> eligible,
+                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> docs,
+                      uint64_t seed, uint64_t sample, double rate, double spm_rate) {
+    const int64_t* tok = tokens.data();
+    const int64_t* len = lengths.data();
+    const uint8_t* elig = eligible.data();
+    const int64_t* doc = docs.data();
+    const size_t pieces = static_cast<size_t>(lengths.size());
+    if (eligible.size() != lengths.size() || docs.size() != lengths.size())
+      throw py::value_error("lengths, eligible and docs must have one entry per piece");
+    int64_t total = 0;
+    for (size_t k = 0; k < pieces; ++k) {
+      if (len[k] < 0) throw py::value_error("negative piece length");
+      total += len[k];
+    }
+    if (total != tokens.size()) throw py::value_error("piece lengths do not add up to the token count");
+    std::vector<int64_t> out;
+    int64_t stats[kNumStats] = {0};
+    {
+      py::gil_scoped_release nogil;
+      auto st = acquire();
+      std::string& text = st->doc_text;
+      out.reserve(static_cast<size_t>(tokens.size()) + 8 * pieces + 16);
+      size_t at = 0;
+      for (size_t k = 0; k < pieces; at += static_cast<size_t>(len[k]), ++k) {
+        const int64_t* b = tok + at;
+        const int64_t* e = b + len[k];
+        if (!elig[k]) { out.insert(out.end(), b, e); continue; }
+        ++stats[kEligible];
+        const uint64_t key = doc_key(seed, sample, k, static_cast<uint64_t>(doc[k]));
+        if (!(unit(draw(key, 0)) < rate)) { out.insert(out.end(), b, e); continue; }
+        const bool has_bos = bos_ >= 0 && b < e && *b == bos_;
+        const bool has_eos = eos_ >= 0 && e - b > (has_bos ? 1 : 0) && e[-1] == eos_;
+        const int64_t* body = b + has_bos;
+        const size_t body_len = static_cast<size_t>((e - has_eos) - body);
+        if (!dec_->decode(body, body_len, &text)) { ++stats[kUnclean]; out.insert(out.end(), b, e); continue; }
+        const uint64_t n = count_cps(text);
+        const uint64_t x = below(draw(key, 2), n + 1), y = below(draw(key, 3), n + 1);
+        const bool spm = unit(draw(key, 1)) < spm_rate;
+        const size_t before = out.size();
+        if (has_bos) out.push_back(bos_);
+        emit(text, std::min(x, y), std::max(x, y), spm, st.get(), &out);
+        if (has_eos) out.push_back(eos_);
+        ++stats[kTransformed];
+        stats[kSpm] += spm;
+        stats[kTokensIn] += e - b;
+        stats[kTokensOut] += static_cast<int64_t>(out.size() - before);
+      }
+      release(std::move(st));
+    }
+    py::array_t<int64_t> counters(kNumStats);
+    std::copy(stats, stats + kNumStats, counters.mutable_data());
+    return py::make_tuple(to_array(out), counters);
+  }
+
+ private:
+  struct State : EncodeState {
+    using EncodeState::EncodeState;
+    std::string doc_text;        // a document's decoded text
+    std::vector<int32_t> ids;     // the encoder's output, widened into the sample
+  };
+
+  void encode(std::string_view s, bool dummy_prefix, State* st, std::vector<int64_t>* out) const {
+    st->ids.clear();
+    enc_->encode(s, dummy_prefix, st, &st->ids);
+    out->insert(out->end(), st->ids.begin(), st->ids.end());
+  }
+
+  // The layout of `text` split at code points lo <= hi (clamped to its length).
+  void emit(std::string_view text, uint64_t lo, uint64_t hi, bool spm, State* st, std::vector<int64_t>* out) const {
+    const size_t a = byte_of(text, lo), c = byte_of(text, hi);
+    const std::string_view prefix = text.substr(0, a), middle = text.substr(a, c - a), suffix = text.substr(c);
+    out->push_back(pre_);
+    if (spm) {
+      out->push_back(suf_);
+      encode(suffix, false, st, out);
+      out->push_back(mid_);
+      encode(text.substr(0, c), true, st, out);  // prefix + middle in one piece of text
+    } else {
+      encode(prefix, true, st, out);
+      out->push_back(suf_);
+      encode(suffix, false, st, out);
+      out->push_back(mid_);
+      encode(middle, false, st, out);
+    }
+    out->push_back(eot_);
+  }
+
+  static py::array_t<int64_t> to_array(const std::vector<int64_t>& v) {
+    py::array_t<int64_t> a(static_cast<py::ssize_t>(v.size()));
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+  }
+
+  // Scratch and word cache per concurrent caller, kept warm between calls.
+  std::unique_ptr<State> acquire() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return std::make_unique<State>(cache_entries_);
+    auto st = std::move(free_.back());
+    free_.pop_back();
+    return st;
+  }
+  void release(std::unique_ptr<State> st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(st));
+  }
+
+  std::unique_ptr<BpeEncoder> enc_;
+  std::unique_ptr<Decoder> dec_;
+  int64_t pre_, suf_, mid_, eot_, bos_, eos_;  // bos_/eos_ < 0: none
+  size_t cache_entries_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<State>> free_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_fim, m) {
+  m.doc() = "Code Llama fill-in-the-middle transform on token ids (csrc/fim.cpp documents it)";
+  m.attr("NUM_STATS") = static_cast<int>(kNumStats);
+  py::class_<Fim>(m, "Fim")
+      .def(py::init<const py::bytes&, int, int, int, int, int, int, size_t>(), py::arg("serialized_model"),
+           py::arg("pre_id"), py::arg("suf_id"), py::arg("mid_id"), py::arg("eot_id"), py::arg("bos_id"),
+           py::arg("eos_id"), py::arg("cache_entries") = 1 << 20)
+      .def_property_readonly("vocab_size", &Fim::vocab_size)
+      .def("fim_text", &Fim::fim_text, py::arg("text"), py::arg("lo"), py::arg("hi"), py::arg("spm"))
+      .def("decode", &Fim::decode, py::arg("ids"))
+      .def("transform", &Fim::transform, py::arg("tokens"), py::arg("lengths"), py::arg("eligible"),
+           py::arg("docs"), py::arg("seed"), py::arg("sample"), py::arg("rate"), py::arg("spm_rate"));
+}
