@@ -3,6 +3,7 @@
     data.paths (blend with weights) ──> BlendedDataset of PackedDatasets ─┐
     (none: the synthetic token stream)                                    ├─> StepLoader (train)
     data.valid_paths, else the data.split tail of each path ─────────────> StepLoader (valid) or None
+    (data.fim.enabled: text components wrapped in FimDataset, megacode/data/fim_dataset.py)
 
 The model's vocabulary is `data.vocab_size`, else the flavor's. A tokenizer with more pieces
 than that is a config error here; a dataset token outside it is caught by the loader on the
@@ -61,8 +62,10 @@ def build_sample_datasets(cfg: RunConfig, layout: Layout):
         return SyntheticTokens(vocab, cfg.data.seq_length, cfg.seed), valid
     check_tokenizer_vocab(cfg, vocab)
     from megacode.data.builder import build_datasets
+    from megacode.data.fim_dataset import with_fim
 
-    return build_datasets(cfg.data, cfg.seed, num_train, num_valid)
+    train, valid = build_datasets(cfg.data, cfg.seed, num_train, num_valid)
+    return with_fim(cfg.data, train, valid)  # data.fim: Code Llama infilling on whole documents
 
 
 def _describe(ds) -> str:

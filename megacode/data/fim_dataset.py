@@ -1,0 +1,256 @@
+"""On-the-fly FIM over packed samples, and `data.fim` from the run config.
+
+    FimDataset(packed, tok, rate=0.9, spm_rate=0.5)[i] -> [seq_length + 1] int64
+
+Sample i of the packed dataset is a run of (document, start, end) pieces. Whole documents
+(start 0, end = its length: not cut across contexts) are transformed by csrc/fim.cpp with
+probability `rate`, the others are copied as stored. A transformed document changes length
+(4 special tokens, plus the tokens the split points cut), so the sample is packed back to
+exactly `seq_length + 1` tokens at its end:
+
+- longer: the tail is cut. The cut tokens belong to the sample's last piece, a document already
+  cut across contexts (or, when the sample ends exactly at a document's end, that document):
+  they are the *dropped* tokens, counted and reported as a share of all sample tokens;
+- shorter (rare: a re-encoding shorter than the stored ids): the stream continues past the
+  sample's end (the tokens the next sample starts with; past the last epoch, the order's start).
+
+Documents that are not transformed are never altered. Every choice is a function of (seed,
+sample index, piece, document) (csrc/fim.cpp gives the formula), so any worker count, a resumed
+run and a re-sharded run read identical samples. Blends get one FimDataset per text component;
+`kind: dialog` (instruct) components and the synthetic stream are left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from megacode.data import fim
+from megacode.data.blend import BlendedDataset
+from megacode.data.gpt_dataset import PackedDataset
+from megacode.data.index_cache import derive_seed
+
+log = logging.getLogger("megacode")
+
+COUNTER_NAMES = ("samples", "sample_tokens", *fim.STAT_NAMES, "dropped", "continued")
+
+
+class FimStats:
+    """Running counters (thread-safe): see COUNTER_NAMES and `fim.STAT_NAMES`; `dropped` are the
+    tokens cut to keep samples at seq_length + 1, `continued` those read past a sample's end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def add(self, sample_tokens: int, counters: np.ndarray, dropped: int, continued: int) -> None:
+        with self._lock:
+            c = self.counts
+            c["samples"] += 1
+            c["sample_tokens"] += sample_tokens
+            for name, value in zip(fim.STAT_NAMES, counters.tolist()):
+                c[name] += value
+            c["dropped"] += dropped
+            c["continued"] += continued
+
+    def merge(self, other: "FimStats") -> None:
+        with self._lock:
+            for name, value in other.snapshot().items():
+                self.counts[name] += value
+
+    def snapshot(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def describe(self) -> str:
+        c = self.snapshot()
+
+        def pct(a: int, b: int) -> str:
+            return f"{100.0 * a / b:.2f}%" if b else "n/a"
+
+        return (f"{c['transformed']}/{c['eligible']} whole documents transformed ({pct(c['transformed'], c['eligible'])}), "
+                f"{pct(c['spm'], c['transformed'])} of them SPM, {c['unclean']} left as stored (ids that do not "
+                f"decode losslessly); {c['dropped']} of {c['sample_tokens']} sample tokens dropped "
+                f"({pct(c['dropped'], c['sample_tokens'])}), {c['continued']} read past sample ends, "
+                f"over {c['samples']} samples")
+
+
+class FimDataset:
+    """`packed`'s samples with Code Llama's FIM applied to whole documents (module docstring).
+
+    Args:
+        packed: the PackedDataset to transform.
+        tokenizer: a `megacode.tokenizer.Tokenizer` with the infilling pieces; the dataset's
+            ids must come from it (its text is recovered by decoding them).
+        rate: probability of transforming a whole document (`data.fim.rate`).
+        spm_rate: share of transformed documents laid out SPM (`data.fim.spm_rate`).
+        seed: of the random choices; default derived from the packed dataset's seed.
+    """
+
+    def __init__(self, packed: PackedDataset, tokenizer, rate: float = 0.9, spm_rate: float = 0.5,
+                 seed: Optional[int] = None) -> None:
+        if not isinstance(packed, PackedDataset):
+            raise TypeError(f"FimDataset wraps a PackedDataset, got {packed!r}")
+        if not (0.0 <= rate <= 1.0 and 0.0 <= spm_rate <= 1.0):
+            raise ValueError(f"FIM rate and spm_rate must be in [0, 1], got {rate}, {spm_rate}")
+        self.packed = packed
+        self.tokenizer = tokenizer
+        self.rate, self.spm_rate = float(rate), float(spm_rate)
+        self.seed = derive_seed(packed.seed, "fim") if seed is None else int(seed)
+        self.seq_length = packed.seq_length
+        self.stats = FimStats()
+        self._core = fim.fim_core(tokenizer)  # also checks the infilling pieces
+        with open(tokenizer.model_path, "rb") as f:
+            model_digest = hashlib.sha256(f.read()).hexdigest()
+        self._key = hashlib.sha256(repr((packed.cache_key, "fim", self.rate, self.spm_rate, self.seed,
+                                         model_digest)).encode()).hexdigest()
+
+    # What the loader, blends and provenance use.
+    @property
+    def indexed(self):
+        return self.packed.indexed
+
+    @property
+    def cache(self):
+        return self.packed.cache
+
+    @property
+    def cache_key(self) -> str:
+        return self._key
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def pieces(self, i: int) -> List[Tuple[int, int, int]]:
+        """The stored (document, start, end) spans sample i is made from (before the transform:
+        positions after a transformed document are shifted in the sample)."""
+        return self.packed.pieces(i)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Sample i: `[seq_length + 1]` int64 ids."""
+        return self.sample(i, self.stats)
+
+    def sample(self, i: int, stats: Optional[FimStats] = None) -> np.ndarray:
+        """Sample i, its counters added to `stats` when given."""
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        spans = self.packed.pieces(i)  # IndexError names the range
+        sizes = self.packed._sizes
+        get = self.packed.indexed.get
+        tokens = np.concatenate([get(d, s, e - s) for d, s, e in spans]).astype(np.int64, copy=False)
+        lengths = np.fromiter((e - s for _, s, e in spans), np.int64, len(spans))
+        whole = np.fromiter((s == 0 and e == sizes[d] for d, s, e in spans), np.uint8, len(spans))
+        docs = np.fromiter((d for d, _, _ in spans), np.int64, len(spans))
+        out, counters = self._core.transform(tokens, lengths, whole, docs, self.seed, i, self.rate, self.spm_rate)
+        target = self.seq_length + 1
+        dropped = continued = 0
+        if len(out) > target:
+            dropped = len(out) - target
+            out = out[:target]
+        elif len(out) < target:
+            extra = self.continuation(i, target - len(out))
+            continued = len(extra)
+            out = np.concatenate([out, extra])
+        if stats is not None:
+            stats.add(target, counters, dropped, continued)
+        return out
+
+    def continuation(self, i: int, n: int) -> np.ndarray:
+        """The `n` stored tokens that follow sample i's last token in the packed stream."""
+        p = self.packed
+        s = int(p.shuffle_index[i])
+        k, offset = (int(v) for v in p.sample_index[s + 1])
+        start, parts, order = offset + 1, [], p.document_order
+        while n > 0:
+            if k >= len(order):
+                k = 0  # past the last epoch: the stream's start (every epoch holds tokens)
+            doc = int(order[k])
+            take = min(n, int(p._sizes[doc]) - start)
+            if take > 0:
+                parts.append(p.indexed.get(doc, start, take))
+                n -= take
+            k, start = k + 1, 0
+        return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_core"], state["stats"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._core = fim.fim_core(self.tokenizer)  # the tokenizer reloads itself from its file
+        self.stats = FimStats()
+
+    def __repr__(self) -> str:
+        return f"FimDataset(rate={self.rate}, spm_rate={self.spm_rate}, {self.packed!r})"
+
+
+# Wrapping datasets and the run config ---------------------------------------------------------
+
+def apply_fim(dataset, tokenizer, rate: float, spm_rate: float):
+    """`dataset` with every PackedDataset in it wrapped in a FimDataset (blends are changed in place);
+    other datasets (instruct dialogs, synthetic) as they are. None stays None."""
+    if isinstance(dataset, PackedDataset):
+        return FimDataset(dataset, tokenizer, rate, spm_rate)
+    if isinstance(dataset, BlendedDataset):
+        dataset.datasets = [apply_fim(d, tokenizer, rate, spm_rate) for d in dataset.datasets]
+    return dataset
+
+
+def fim_parts(dataset) -> List[FimDataset]:
+    """The FimDatasets in `dataset` (itself, or a blend's components)."""
+    if isinstance(dataset, FimDataset):
+        return [dataset]
+    return [p for d in getattr(dataset, "datasets", []) for p in fim_parts(d)]
+
+
+def probe(dataset, num_samples: int = 32) -> FimStats:
+    """Counters of `num_samples` samples spread over `dataset` (for the data summary)."""
+    stats = FimStats()
+    for part in fim_parts(dataset):
+        n = len(part)
+        for i in sorted({int(k * n / num_samples) for k in range(min(num_samples, n))}):
+            part.sample(i, stats)
+    return stats
+
+
+def load_fim_tokenizer(data_cfg):
+    """The tokenizer of `data.tokenizer_model`, checked for FIM (ConfigError otherwise)."""
+    from megacode.config import ConfigError
+    from megacode.tokenizer import load
+
+    if not data_cfg.tokenizer_model:
+        raise ConfigError("data.fim.enabled=true needs data.tokenizer_model (the Code Llama tokenizer the data "
+                          "was tokenized with): FIM decodes documents and inserts <PRE>/<SUF>/<MID>/<EOT> by id")
+    try:
+        tok = load(data_cfg.tokenizer_model)
+        fim.require_infill(tok, "data.fim.enabled=true")
+        fim.fim_core(tok)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"data.tokenizer_model={data_cfg.tokenizer_model}: {e}") from None
+    return tok
+
+
+def with_fim(data_cfg, train, valid):
+    """(train, valid) with `data.fim` applied when enabled; logs the FIM line of the data summary
+    (counters of a probe of the training samples, the dropped-token share among them)."""
+    if not data_cfg.fim.enabled or train is None:
+        return train, valid
+    tok = load_fim_tokenizer(data_cfg)
+    rate, spm_rate = data_cfg.fim.rate, data_cfg.fim.spm_rate
+    train = apply_fim(train, tok, rate, spm_rate)
+    valid = apply_fim(valid, tok, rate, spm_rate)
+    parts = fim_parts(train)
+    if not parts:
+        log.warning("data.fim.enabled=true but no text dataset to transform (dialog data only): FIM does nothing")
+        return train, valid
+    log.info("data: FIM on %d dataset(s), rate %.3g, SPM %.3g, tokens %s=%d %s=%d %s=%d %s=%d; probe: %s",
+             len(parts), rate, spm_rate, "<PRE>", tok.pre_id, "<SUF>", tok.suf_id, "<MID>", tok.mid_id,
+             "<EOT>", tok.eot_id, probe(train).describe())
+    return train, valid

@@ -1,0 +1,233 @@
+"""FimDataset on real indexed datasets: every sample equals the binding reference
+(tests/data/fim_reference.py), shares of transformed / SPM documents, cut documents untouched,
+parts decoding to the stored text, packing to seq_length + 1 with the drop count, determinism
+over loader threads, resume and pickling, and `data.fim` from the config."""
+
+import pickle
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fim_reference import Reference, draws, unit  # noqa: E402
+from spm_fixtures import multilingual_texts, stdlib_texts, tiny_model  # noqa: E402
+
+import megacode.tokenizer as T  # noqa: E402
+from megacode.config import ConfigError, Layout  # noqa: E402
+from megacode.config.schema import DataConfig  # noqa: E402
+from megacode.data.blend import BlendedDataset  # noqa: E402
+from megacode.data.fim_dataset import FimDataset, apply_fim, fim_parts, probe, with_fim  # noqa: E402
+from megacode.data.gpt_dataset import PackedDataset  # noqa: E402
+from megacode.data.indexed import IndexedDatasetWriter  # noqa: E402
+from megacode.data.loader import StepLoader  # noqa: E402
+from megacode.tokenizer.codellama import extend_with_infill_pieces  # noqa: E402
+
+SEQ = 256
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fimds")
+    model = tmp / "codellama-tiny.model"
+    model.write_bytes(extend_with_infill_pieces(tiny_model().read_bytes(), allow_non_llama_base=True))
+    tok = T.load(model)
+    return {"tmp": tmp, "model": model, "tok": tok, "ref": Reference(model), "cache": str(tmp / "cache")}
+
+
+def short_docs(tok, n, seed):
+    """Token lists of short documents (most end in EOS, some start with BOS): code slices, text
+    with rare code points (byte fallback), one-character and empty documents, documents that do
+    not decode losslessly (left as stored) and non-canonical ids (re-encoding them is shorter)."""
+    rng = random.Random(seed)
+    code = stdlib_texts(300_000)
+    multi = multilingual_texts(200, seed=seed)
+    docs = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.5:
+            t = rng.choice(code)
+            a = rng.randrange(len(t))
+            text = t[a:a + rng.randint(1, 60)]
+        elif kind < 0.8:
+            words = rng.choice(multi).split(" ")
+            text = " ".join(words[:rng.randint(1, 6)])
+        elif kind < 0.9:
+            text = rng.choice(["x", "é", "😀", " ", "\n", "東"])
+        else:
+            text = ""
+        ids = tok.encode(text)
+        chars = [tok.piece_to_id(c) for c in "▁" + text.replace(" ", "▁")]
+        if text and rng.random() < 0.05 and None not in chars:  # non-canonical: one piece per character
+            ids = chars
+        if ids and rng.random() < 0.02:
+            ids.insert(rng.randrange(len(ids) + 1), rng.choice([tok.unk_id, tok.bos_id, tok.eos_id, 3 + 0xE2]))
+        if rng.random() < 0.1:
+            ids = [tok.bos_id] + ids
+        if rng.random() < 0.9:
+            ids = ids + [tok.eos_id]
+        docs.append(ids or [tok.eos_id])
+    return docs
+
+
+def write(prefix, docs):
+    lens = np.array([len(d) for d in docs])
+    with IndexedDatasetWriter(str(prefix), np.uint16) as w:
+        w.add_documents(np.concatenate([np.asarray(d, dtype=np.int64) for d in docs]), lens)
+    return str(prefix)
+
+
+@pytest.fixture(scope="module")
+def big(env):
+    docs = short_docs(env["tok"], 4000, seed=5)
+    packed = PackedDataset(write(env["tmp"] / "short", docs), np.arange(len(docs)), SEQ, 1400, 7, env["cache"])
+    return FimDataset(packed, env["tok"], rate=0.9, spm_rate=0.5)
+
+
+def walk(ref, ds, i, out):
+    """Check sample i's output piece by piece against the stored pieces; returns per-sample counts.
+
+    Cut pieces and untransformed documents must appear exactly as stored; each transformed one
+    must decode, part by part, to the stored document's text."""
+    packed, sizes = ds.packed, ds.packed.indexed.sequence_lengths
+    counts = dict(eligible=0, transformed=0, spm=0, unclean=0, boundary=0)
+    pos, spans = 0, packed.pieces(i)
+    for k, (d, s, e) in enumerate(spans):
+        ids = packed.indexed.get(d, s, e - s).tolist()
+        whole = s == 0 and e == sizes[d]
+        new = ref.document(ids, ds.seed, i, k, d, ds.rate, ds.spm_rate) if whole else ids
+        seg = out[pos:pos + len(new)]
+        assert seg == new[:len(seg)], (i, k)
+        if whole:
+            counts["eligible"] += 1
+            counts["boundary"] += k == len(spans) - 1
+            dr = draws(ds.seed, i, k, d)
+            if unit(dr[0]) < ds.rate:
+                if new == ids:  # not decodable losslessly: as stored
+                    counts["unclean"] += 1
+                    head = int(ids[0] == ref.bos)
+                    tail = int(len(ids) > head and ids[-1] == ref.eos)
+                    assert ref.decode_clean(ids[head:len(ids) - tail]) is None
+                else:
+                    spm_layout = unit(dr[1]) < ds.spm_rate
+                    counts["transformed"] += 1
+                    counts["spm"] += spm_layout
+                    head, tail = int(new[0] == ref.bos), int(new[-1] == ref.eos)
+                    if len(seg) == len(new):  # a transformed document cut by the packing is checked above
+                        parts = ref.parse(new[head:len(new) - tail], spm_layout)
+                        assert "".join(parts) == ref.sp.decode(ids), (i, k)
+        pos += len(new)
+    return counts, pos
+
+
+def test_samples_equal_the_reference_and_shares_hold(env, big):
+    ref = env["ref"]
+    totals = dict(eligible=0, transformed=0, spm=0, unclean=0, boundary=0)
+    dropped = continued = 0
+    for i in range(len(big)):
+        out = big[i].tolist()
+        assert len(out) == SEQ + 1
+        assert out == ref.sample(big, i), i
+        counts, raw = walk(ref, big, i, out)
+        for name in totals:
+            totals[name] += counts[name]
+        dropped += max(0, raw - (SEQ + 1))
+        continued += max(0, SEQ + 1 - raw)
+    stats = big.stats.snapshot()
+    for name in ("eligible", "transformed", "spm", "unclean"):
+        assert stats[name] == totals[name], name
+    assert (stats["dropped"], stats["continued"]) == (dropped, continued)
+    assert totals["eligible"] > 15_000 and totals["unclean"] > 50 and totals["boundary"] > 10 and continued > 0
+    assert abs((totals["transformed"] + totals["unclean"]) / totals["eligible"] - 0.9) < 0.02
+    assert abs(totals["spm"] / totals["transformed"] - 0.5) < 0.02
+    assert stats["samples"] == len(big) and stats["sample_tokens"] == len(big) * (SEQ + 1)
+    assert "whole documents transformed" in big.stats.describe()
+
+
+def test_documents_at_the_context_boundary(env):
+    """Documents of exactly seq+1 tokens: sample 0 is one whole document (transformed, then cut
+    back to seq+1: its tail is dropped); the others hold two cut pieces (never transformed).
+    Documents of exactly seq tokens: each sample is a whole document plus one token."""
+    tok, ref = env["tok"], env["ref"]
+    code = stdlib_texts(200_000)
+    ids = tok.encode("\n".join(code))
+    for n, name in ((SEQ + 1, "exact1"), (SEQ, "exact0")):
+        docs = [ids[k * n:(k + 1) * n] for k in range(12)]
+        packed = PackedDataset(write(env["tmp"] / name, docs), np.arange(12), SEQ, 10, 3, env["cache"])
+        ds = FimDataset(packed, tok, rate=1.0, spm_rate=0.5)
+        for i in range(len(ds)):
+            out = ds[i].tolist()
+            spans = packed.pieces(i)
+            whole = [s == 0 and e == n for _, s, e in spans]
+            assert out == ref.sample(ds, i) and len(out) == SEQ + 1
+            if any(whole):
+                assert out[0] == tok.pre_id and tok.eot_id not in out  # transformed, tail cut
+            else:
+                assert out == np.concatenate([packed.indexed.get(d, s, e - s) for d, s, e in spans]).tolist()
+        assert ds.stats.snapshot()["dropped"] > 0
+
+
+def layout(gbs=16, mbs=4):
+    return Layout(world_size=1, tp=1, pp=1, vp=None, dp=1, num_layers=4, global_batch_size=gbs,
+                  micro_batch_size=mbs, num_microbatches=gbs // mbs)
+
+
+def test_same_samples_over_threads_resume_and_pickle(env, big):
+    lay = layout()
+    steps = [0, 16, 48, 112]
+    one = StepLoader(big, lay, num_workers=1, backend="python")
+    four = StepLoader(big, lay, num_workers=4, backend="python")
+    a = [one.get(c) for c in steps]
+    b = [four.get(c) for c in steps]
+    # A resumed run: a fresh dataset (indices loaded from the cache) read from step 3 on.
+    packed = PackedDataset(big.packed.indexed.prefix, big.packed.split_docs, SEQ, len(big), 7, env["cache"])
+    assert not packed.built
+    resumed = StepLoader(FimDataset(packed, T.load(env["model"])), lay, num_workers=2, backend="python")
+    c = resumed.get(steps[-1])
+    for x, y in zip(a, b):
+        for mx, my in zip(x, y):
+            assert all(np.array_equal(mx[k], my[k]) for k in mx)
+    assert all(np.array_equal(mx["tokens"], mc["tokens"]) for mx, mc in zip(a[-1], c))
+    clone = pickle.loads(pickle.dumps(big))
+    assert all(np.array_equal(clone[i], big[i]) for i in (0, 5, 777))
+    for ld in (one, four, resumed):
+        ld.close()
+
+
+def test_blends_wrap_text_components_and_probe(env, big):
+    tok = env["tok"]
+    docs = short_docs(tok, 500, seed=9)
+    other = PackedDataset(write(env["tmp"] / "other", docs), np.arange(500), SEQ, 100, 8, env["cache"])
+    plain = PackedDataset(big.packed.indexed.prefix, big.packed.split_docs, SEQ, len(big), 7, env["cache"])
+    blend = BlendedDataset([plain, other], [0.8, 0.2], 400, 1, env["cache"])
+    before = [blend[i].copy() for i in range(0, 400, 37)]
+    assert apply_fim(blend, tok, 0.9, 0.5) is blend
+    parts = fim_parts(blend)
+    assert [p.packed for p in parts] == [plain, other]
+    for i in range(0, 400, 37):
+        d, j = blend.source(i)
+        assert np.array_equal(blend[i], parts[d][j])
+    assert any(not np.array_equal(x, blend[i]) for x, i in zip(before, range(0, 400, 37)))
+    stats = probe(blend, 8).snapshot()
+    assert stats["samples"] == 16 and stats["eligible"] > 0
+
+
+def test_config_turns_fim_on_and_checks_the_tokenizer(env, big):
+    packed = big.packed
+    off = DataConfig(tokenizer_model=str(env["model"]))
+    assert with_fim(off, packed, None) == (packed, None)
+    on = DataConfig(tokenizer_model=str(env["model"]))
+    on.fim.enabled, on.fim.rate, on.fim.spm_rate = True, 0.5, 0.25
+    train, valid = with_fim(on, packed, packed)
+    assert isinstance(train, FimDataset) and isinstance(valid, FimDataset)
+    assert (train.rate, train.spm_rate) == (0.5, 0.25) and train.tokenizer.pre_id == 2007
+    missing = DataConfig()
+    missing.fim.enabled = True
+    with pytest.raises(ConfigError, match="needs data.tokenizer_model"):
+        with_fim(missing, packed, None)
+    base = DataConfig(tokenizer_model=str(tiny_model()))
+    base.fim.enabled = True
+    with pytest.raises(ConfigError, match=f"data.tokenizer_model={tiny_model()}: .*infilling pieces"):
+        with_fim(base, packed, None)
