@@ -186,8 +186,10 @@ class Fim {
   }
 
   // One sample: tokens [sum(lengths)] made of pieces of lengths[k] (document docs[k], whole when
-  // eligible[k]). Returns (transformed tokens [m] int64, counters [kNumStats] int64); m differs
-  // from the input length when documents were transformed (the caller packs it back).
+  // eligible[k]). Returns (transformed tokens [m] int64, counters [kNumStats] int64, per piece
+  // its output length [k] int64 and what was done [k] int8: 0 as stored, 1 PSM, 2 SPM, 3 drawn
+  // but unclean); m differs from the input length when documents were transformed (the caller
+  // packs it back).
   py::tuple transform(py::array_t<int64_t, py::array::c_style | py::array::forcecast> tokens,
                       py::array_t<int64_t, py::array::c_style | py::array::forcecast> lengths,
                       py::array_t<uint8_t, py::array::c_style | py::array::forcecast> eligible,
@@ -208,6 +210,10 @@ class Fim {
     if (total != tokens.size()) throw py::value_error("piece lengths do not add up to the token count");
     std::vector<int64_t> out;
     int64_t stats[kNumStats] = {0};
+    py::array_t<int64_t> out_lengths(static_cast<py::ssize_t>(pieces));
+    py::array_t<int8_t> kinds(static_cast<py::ssize_t>(pieces));
+    int64_t* out_len = out_lengths.mutable_data();
+    int8_t* kind = kinds.mutable_data();
     {
       py::gil_scoped_release nogil;
       auto st = acquire();
@@ -217,6 +223,8 @@ class Fim {
       for (size_t k = 0; k < pieces; at += static_cast<size_t>(len[k]), ++k) {
         const int64_t* b = tok + at;
         const int64_t* e = b + len[k];
+        out_len[k] = len[k];
+        kind[k] = 0;
         if (!elig[k]) { out.insert(out.end(), b, e); continue; }
         ++stats[kEligible];
         const uint64_t key = doc_key(seed, sample, k, static_cast<uint64_t>(doc[k]));
@@ -225,7 +233,12 @@ class Fim {
         const bool has_eos = eos_ >= 0 && e - b > (has_bos ? 1 : 0) && e[-1] == eos_;
         const int64_t* body = b + has_bos;
         const size_t body_len = static_cast<size_t>((e - has_eos) - body);
-        if (!dec_->decode(body, body_len, &text)) { ++stats[kUnclean]; out.insert(out.end(), b, e); continue; }
+        if (!dec_->decode(body, body_len, &text)) {
+          ++stats[kUnclean];
+          kind[k] = 3;
+          out.insert(out.end(), b, e);
+          continue;
+        }
         const uint64_t n = count_cps(text);
         const uint64_t x = below(draw(key, 2), n + 1), y = below(draw(key, 3), n + 1);
         const bool spm = unit(draw(key, 1)) < spm_rate;
@@ -237,12 +250,14 @@ class Fim {
         stats[kSpm] += spm;
         stats[kTokensIn] += e - b;
         stats[kTokensOut] += static_cast<int64_t>(out.size() - before);
+        out_len[k] = static_cast<int64_t>(out.size() - before);
+        kind[k] = spm ? 2 : 1;
       }
       release(std::move(st));
     }
     py::array_t<int64_t> counters(kNumStats);
     std::copy(stats, stats + kNumStats, counters.mutable_data());
-    return py::make_tuple(to_array(out), counters);
+    return py::make_tuple(to_array(out), counters, out_lengths, kinds);
   }
 
  private:

@@ -9,8 +9,9 @@ Samples are numbered as the loader takes them (global sample index); `--step N` 
 samples of optimizer step N (0-based: consumed = N x global batch) with the micro-batch and DP
 rank that read each at `--world-size` processes. Each sample lists its (dataset, document,
 token range) pieces; the text marks document starts ⟦doc D @offset⟧ and EOS tokens ⟦EOS⟧
-(and, once registered, FIM parts: megacode/data/sample_view.py). Builds the index caches like
-training does when they are missing.
+and, with data.fim.enabled, the FIM parts of transformed documents (⟦FIM PSM: prefix⟧ ⟦suffix⟧
+⟦middle⟧ ⟦end of middle⟧, megacode/data/fim.py). Builds the index caches like training does
+when they are missing.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"inspect_data: error: {e}", file=sys.stderr)
         return 2
+    import megacode.data.fim  # noqa: F401  (registers the FIM part markers)
+    from megacode.data.fim_dataset import mark_fim_sample
     from megacode.data.sample_view import render, view_sample
     from megacode.data.training_data import build_sample_datasets
 
@@ -93,8 +96,9 @@ def main(argv=None) -> int:
             print(f"inspect_data: error: sample {index} outside [0, {len(dataset)}) of the {args.split} set",
                   file=sys.stderr)
             return 2
-        print(render(view_sample(dataset, index, tokenizer), tokenizer, f" of {args.split}" +
-                     (f" ({where})" if where else "")))
+        view = view_sample(dataset, index, tokenizer)
+        fim_note = mark_fim_sample(view, dataset, index)  # FIM: pieces where the transform put them
+        print(render(view, tokenizer, f" of {args.split}" + (f" ({where})" if where else "")) + fim_note)
     return 0
 
 

@@ -37,6 +37,7 @@ from megacode.data.index_cache import derive_seed
 log = logging.getLogger("megacode")
 
 COUNTER_NAMES = ("samples", "sample_tokens", *fim.STAT_NAMES, "dropped", "continued")
+PIECE_KINDS = ("as stored", "FIM PSM", "FIM SPM", "as stored (drawn, but its ids do not decode losslessly)")
 
 
 class FimStats:
@@ -136,6 +137,24 @@ class FimDataset:
 
     def sample(self, i: int, stats: Optional[FimStats] = None) -> np.ndarray:
         """Sample i, its counters added to `stats` when given."""
+        return self._build(i, stats)[0]
+
+    def layout(self, i: int) -> List[Tuple[Tuple[int, int, int], int, int, str]]:
+        """Where each stored piece of sample i went: ((document, start, end), first, last + 1 sample
+        position, what was done: one of PIECE_KINDS or "cut by the packing"); a shortfall read past
+        the sample's end comes last as ((-1, 0, n), ..., "read past the sample end")."""
+        _, spans, lengths, kinds, continued = self._build(i, None)
+        target, pos, out = self.seq_length + 1, 0, []
+        for span, n, kind in zip(spans, lengths.tolist(), kinds.tolist()):
+            if pos < target:
+                end = min(pos + n, target)
+                out.append((span, pos, end, PIECE_KINDS[kind] + ("" if end == pos + n else ", cut by the packing")))
+            pos += n
+        if continued:
+            out.append(((-1, 0, continued), target - continued, target, "read past the sample end"))
+        return out
+
+    def _build(self, i: int, stats: Optional[FimStats]) -> tuple:
         i = int(i)
         if i < 0:
             i += len(self)
@@ -146,7 +165,8 @@ class FimDataset:
         lengths = np.fromiter((e - s for _, s, e in spans), np.int64, len(spans))
         whole = np.fromiter((s == 0 and e == sizes[d] for d, s, e in spans), np.uint8, len(spans))
         docs = np.fromiter((d for d, _, _ in spans), np.int64, len(spans))
-        out, counters = self._core.transform(tokens, lengths, whole, docs, self.seed, i, self.rate, self.spm_rate)
+        out, counters, out_lengths, kinds = self._core.transform(tokens, lengths, whole, docs, self.seed, i,
+                                                                 self.rate, self.spm_rate)
         target = self.seq_length + 1
         dropped = continued = 0
         if len(out) > target:
@@ -158,7 +178,7 @@ class FimDataset:
             out = np.concatenate([out, extra])
         if stats is not None:
             stats.add(target, counters, dropped, continued)
-        return out
+        return out, spans, out_lengths, kinds, continued
 
     def continuation(self, i: int, n: int) -> np.ndarray:
         """The `n` stored tokens that follow sample i's last token in the packed stream."""
@@ -254,3 +274,24 @@ def with_fim(data_cfg, train, valid):
              len(parts), rate, spm_rate, "<PRE>", tok.pre_id, "<SUF>", tok.suf_id, "<MID>", tok.mid_id,
              "<EOT>", tok.eot_id, probe(train).describe())
     return train, valid
+
+
+def mark_fim_sample(view, dataset, i: int) -> str:
+    """For tools/inspect_data.py: when sample i of `dataset` comes from a FimDataset, move the
+    view's ⟦doc D @offset⟧ markers to where each piece landed after the transform and return
+    lines saying what happened to each piece; "" otherwise."""
+    from megacode.data.provenance import source_of
+
+    _, leaf, j = source_of(dataset, i)
+    if not isinstance(leaf, FimDataset):
+        return ""
+    starts, lines = [], ["FIM pieces (sample positions after the transform):"]
+    for (doc, start, end), first, last, what in leaf.layout(j):
+        if doc >= 0:
+            starts.append((first, f"⟦doc {doc} @{start}⟧"))
+            lines.append(f"  sample tokens [{first}, {last})  document {doc}  tokens [{start}, {end})  {what}")
+        else:
+            lines.append(f"  sample tokens [{first}, {last})  {what}")
+    others = [m for m in view.markers if not m[1].startswith("⟦doc ")]
+    view.markers = sorted(starts + others, key=lambda m: m[0])  # stable: a document start first
+    return "\n" + "\n".join(lines)
