@@ -1,16 +1,15 @@
-"""Entry points other parts of megacode will fill in; here only their signatures and a clear
-error naming what is missing.
+"""Entry points other parts of megacode fill in; where one is still missing, a clear error naming it.
 
-- Infilling evaluation (Code Llama §3.2, PSM and SPM prompts): needs
-  `megacode.data.fim.infill_prompt(tok, prefix, suffix, spm)`, which builds the inference layout
-  of DESIGN.md §1 (after BOS, up to and including <MID> for PSM, or enc(prefix) for SPM).
+- Infilling (Code Llama §3.2, PSM and SPM prompts): `infill_prompt_ids` and `infill_completion`
+  come from megacode.data.fim (`infill_prompt(tok, prefix, suffix, spm)`: BOS, then the inference
+  layout of DESIGN.md §1; `infill_text`: the generation cut at <EOT>, decoded without the
+  implicit space). The benchmark loop around them (`evaluate_infilling`) is not written yet.
 - Evaluating a megacode checkpoint: needs `tools/convert_checkpoint.py megacode-to-hf` to export
   it as a Hugging Face directory, which `HFGenerator` then loads like any other model.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Sequence
 
@@ -22,22 +21,29 @@ class FeatureMissing(RuntimeError):
 
 
 def infill_prompt_ids(tokenizer, prefix: str, suffix: str, spm: bool) -> list[int]:
-    """Token ids of an infilling prompt, from the FIM module once it exists."""
-    if importlib.util.find_spec("megacode.data") is None or importlib.util.find_spec("megacode.data.fim") is None:
-        raise FeatureMissing("infilling evaluation needs megacode.data.fim.infill_prompt(tok, prefix, suffix, spm) "
-                             "(the FIM data module), which is not in this checkout yet")
-    from megacode.data.fim import infill_prompt  # type: ignore[import-not-found]
+    """Token ids of an infilling prompt (a `megacode.tokenizer.Tokenizer` with the infilling pieces)."""
+    from megacode.data.fim import infill_prompt
+
     return infill_prompt(tokenizer, prefix, suffix, spm)
+
+
+def infill_completion(tokenizer, generated_ids: Sequence[int]) -> str:
+    """The infilled middle: generated ids cut at the first <EOT>, decoded without dropping a leading space."""
+    from megacode.data.fim import infill_text
+
+    return infill_text(tokenizer, generated_ids)
 
 
 def evaluate_infilling(model_dir: str, problems_path: str, modes: Sequence[str] = ("psm", "spm"),
                        output_dir: str = "runs/eval-infill") -> dict:
     """Infilling pass@1 per prompt layout (`psm`, `spm`) on single-line/multi-line infilling
-    problems. Not implemented: it will generate from `infill_prompt_ids`, stop at <EOT>, and
-    score with `megacode.eval.problems.score` like HumanEval."""
-    infill_prompt_ids(None, "", "", spm=False)  # raises FeatureMissing while the FIM module is absent
-    raise FeatureMissing("infilling evaluation is not wired up yet: megacode.data.fim exists now, "
-                         "implement megacode.eval.hooks.evaluate_infilling on top of it")
+    problems. Not implemented: it will generate from `infill_prompt_ids`, stop at <EOT>
+    (`infill_completion`), and score prefix + middle + suffix with `megacode.eval.problems.score`."""
+    raise FeatureMissing("infilling evaluation is not wired up yet: prompts come from "
+                         "megacode.data.fim.infill_prompt(tok, prefix, suffix, spm) and completions are cut at "
+                         "<EOT> by megacode.data.fim.infill_text, but the benchmark loop (generation from token ids, "
+                         "infilling problems, sandboxed scoring) in megacode.eval.hooks.evaluate_infilling is still "
+                         "to be written")
 
 
 def export_megacode_checkpoint(checkpoint_dir: str, out_dir: str) -> Path:

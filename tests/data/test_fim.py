@@ -145,11 +145,16 @@ def test_infill_prompts_follow_meta(tok, ref):
     assert fim.infill_prompt(tok, "", "", False) == [bos, ref.pre, ref.suf, ref.mid]
 
 
-def test_generation_is_cut_at_eot(tok):
+def test_generation_is_cut_at_eot_and_evaluation_uses_it(tok):
+    from megacode.eval import hooks
+
     middle = tok.encode_infill("  return x\n")
     assert fim.cut_at_eot(tok, middle + [tok.eot_id] + tok.encode("junk")) == middle
     assert fim.cut_at_eot(tok, middle) == middle
     assert fim.infill_text(tok, middle + [tok.eot_id, tok.eos_id]) == "  return x\n"
+    assert hooks.infill_completion(tok, middle + [tok.eot_id, 5]) == "  return x\n"
+    for spm_layout in (False, True):
+        assert hooks.infill_prompt_ids(tok, "def f(", "):", spm_layout) == fim.infill_prompt(tok, "def f(", "):", spm_layout)
 
 
 def test_errors_name_the_problem(tok):
