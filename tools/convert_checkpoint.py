@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
@@ -53,7 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("megacode.convert").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\.")  # "no TE/apex": not needed here
     from megacode.convert import ConvertError, ExportOptions, ImportOptions, export_hf, import_hf
 
     try:

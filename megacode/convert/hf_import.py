@@ -232,9 +232,9 @@ def import_hf(opts: ImportOptions) -> Path:
     model = replace(hf_cfg.shape, vocab_size=flavor.vocab_size)
     shape = mg.MegatronShape(model, padded_vocab_size(flavor.vocab_size, cfg.model.make_vocab_size_divisible_by, opts.tp))
     items = plan_items(weights, shape, opts.tp, opts.torch_dtype)
-    log.info("importing %s as %s (%d layers, vocab %d → %d, padded %d) at TP%d PP%d VP%s",
+    log.info("importing %s as %s (%d layers, vocab %d → %d, padded %d) at TP%d PP%d VP%d",
              opts.input, flavor.name, model.num_layers, hf_cfg.shape.vocab_size, model.vocab_size,
-             shape.padded_vocab, opts.tp, opts.pp, opts.vp)
+             shape.padded_vocab, opts.tp, opts.pp, opts.vp or 1)
     common = {
         "format_version": FORMAT_VERSION, "step": 0, "consumed_train_samples": 0, "consumed_valid_samples": 0,
         "scheduler": None, "config": cfg.to_dict(),

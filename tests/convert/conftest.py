@@ -30,7 +30,7 @@ BASE_PIECES = 496  # + Code Llama's 16 pieces = the tiny flavors' 512
 TRAIN_SHAPE = ["data.seq_length=32", "train.global_batch_tokens=512", "train.micro_batch_size=2",
                "train.iters=3", "schedule.warmup_iters=1", "train.eval_interval=0", "logging.dir=null",
                "model.rope_base=1000000", "checkpoint.interval=0"]
-TRAIN_LAYOUT = (1, 2, None)  # TP1 x PP2 (DP2): not the TP2 x PP2 the model was imported at
+TRAIN_LAYOUT = (1, 2, None)  # TP1 x PP2 on 2 ranks: not the TP2 x PP2 the model was imported at
 EVAL_LAYOUT = (2, 1, None)  # TP2 x PP1 (DP2): a third layout
 
 
@@ -101,10 +101,10 @@ def imported(tmp_path_factory, hf_models) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, imported) -> Path:
-    """megacode.train: 3 steps from the imported gqa model at TP1 x PP2 (DP2) on 4 gloo ranks."""
+    """megacode.train: 3 steps from the imported gqa model at TP1 x PP2 on 2 gloo ranks."""
     tmp = tmp_path_factory.mktemp("trained")
     tp, pp, vp = TRAIN_LAYOUT
-    train(4, TRAIN_SHAPE + [f"parallel.tp={tp}", f"parallel.pp={pp}", f"parallel.vp={vp or 'null'}",
+    train(2, TRAIN_SHAPE + [f"parallel.tp={tp}", f"parallel.pp={pp}", f"parallel.vp={vp or 'null'}",
                             f"checkpoint.load={imported['gqa']}", "checkpoint.finetune=true",
                             f"checkpoint.dir={tmp / 'ckpt'}",
                             f"data.tokenizer_model={imported['gqa'] / 'tokenizer.model'}"], tmp, "train")

@@ -3,7 +3,7 @@
 - A tiny random Llama (MHA and GQA) imported at TP2 x PP2 and run by megacode on 4 gloo ranks
   gives the logits of `LlamaForCausalLM` on the same tokens (fp32, 1e-4) and the same loss; so
   does the GQA import loaded at TP1 x PP2 x VP2 x DP2.
-- After megacode.train ran 3 steps from the import at TP1 x PP2 x DP2 (RoPE base 1e6), the export
+- After megacode.train ran 3 steps from the import at TP1 x PP2 (RoPE base 1e6), the export
   loaded by `AutoModelForCausalLM` computes the loss megacode's `evaluate()` reports at
   TP2 x PP1 on the same validation batch.
 """
