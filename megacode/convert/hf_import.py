@@ -230,7 +230,11 @@ def import_hf(opts: ImportOptions) -> Path:
     tokenizer_src, extend = _tokenizer_plan(opts.input, hf_cfg.shape.vocab_size, flavor.vocab_size)
     cfg = _run_config(hf_cfg, flavor, opts, output / TOKENIZER_FILE if tokenizer_src else None)
     model = replace(hf_cfg.shape, vocab_size=flavor.vocab_size)
-    shape = mg.MegatronShape(model, padded_vocab_size(flavor.vocab_size, cfg.model.make_vocab_size_divisible_by, opts.tp))
+    try:
+        padded = padded_vocab_size(flavor.vocab_size, cfg.model.make_vocab_size_divisible_by, opts.tp)
+    except ConfigError as err:
+        raise ConvertError(f"--tp {opts.tp}: {err}") from None
+    shape = mg.MegatronShape(model, padded)
     items = plan_items(weights, shape, opts.tp, opts.torch_dtype)
     log.info("importing %s as %s (%d layers, vocab %d → %d, padded %d) at TP%d PP%d VP%d",
              opts.input, flavor.name, model.num_layers, hf_cfg.shape.vocab_size, model.vocab_size,
