@@ -82,11 +82,10 @@ def _model_sharded_state_dict(model: list) -> dict:
     return {f"model{i}": _unwrap(chunk).sharded_state_dict() for i, chunk in enumerate(model)}
 
 
-def _merged_model_sd(sharded: dict) -> dict:
-    merged = {}
-    for key in sorted(k for k in sharded if k.startswith("model")):
-        merged.update(sharded[key])
-    return merged
+def _model_part(sharded: dict) -> dict:
+    """The model entries, still nested per chunk: with virtual stages, chunks share local key
+    names (`decoder.layers.0...`), so flattening them would drop all but one chunk's tensors."""
+    return {key: value for key, value in sharded.items() if key.startswith("model")}
 
 
 def _materialize_optimizer_state(optimizer) -> None:
@@ -121,7 +120,7 @@ def build_sharded_state_dict(model: list, optimizer, scheduler, state: TrainStat
         if is_loading:
             _materialize_optimizer_state(optimizer)
         sharded["optimizer"] = optimizer.sharded_state_dict(
-            _merged_model_sd(sharded), is_loading=is_loading, metadata=OPTIMIZER_SHARDING)
+            _model_part(sharded), is_loading=is_loading, metadata=OPTIMIZER_SHARDING)
     if with_rng:
         sharded["rng_state"] = _rng_sharded_object(layout, None if is_loading else _rng_state())
     sharded["common"] = {
