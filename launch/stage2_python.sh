@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Code Llama stage 2, Python specialisation (100B tokens, optional) on one node under torchrun: a thin wrapper over launch/torchrun.sh.
+# Code Llama stage 2, Python specialisation (100B tokens, optional)
+# on one node under torchrun: a thin wrapper over launch/torchrun.sh.
 #
 #   launch/stage2_python.sh FLAVOR [key=value ...]      # FLAVOR: 7b 13b 34b 70b, or tiny (CPU runs)
 #   DRY_RUN=1 launch/stage2_python.sh 7b                # print the command only

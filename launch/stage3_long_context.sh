@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Code Llama stage 3, long-context fine-tuning (16,384 tokens, RoPE θ 1e6) on one node under torchrun: a thin wrapper over launch/torchrun.sh.
+# Code Llama stage 3, long-context fine-tuning (16,384 tokens, RoPE θ 1e6)
+# on one node under torchrun: a thin wrapper over launch/torchrun.sh.
 #
 #   launch/stage3_long_context.sh FLAVOR [key=value ...]      # FLAVOR: 7b 13b 34b 70b, or tiny (CPU runs)
 #   DRY_RUN=1 launch/stage3_long_context.sh 7b                # print the command only

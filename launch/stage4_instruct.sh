@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Code Llama stage 4, instruction fine-tuning (dialogs + rehearsal, loss on answers) on one node under torchrun: a thin wrapper over launch/torchrun.sh.
+# Code Llama stage 4, instruction fine-tuning (dialogs + rehearsal, loss on answers)
+# on one node under torchrun: a thin wrapper over launch/torchrun.sh.
 #
 #   launch/stage4_instruct.sh FLAVOR [key=value ...]      # FLAVOR: 7b 13b 34b 70b, or tiny (CPU runs)
 #   DRY_RUN=1 launch/stage4_instruct.sh 7b                # print the command only

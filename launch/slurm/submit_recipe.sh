@@ -77,7 +77,10 @@ train_stage() {
 }
 
 if [ -z "$DRY" ]; then
-  command -v sbatch >/dev/null || { echo "submit_recipe: sbatch not found (not a SLURM login node?); try --dry-run" >&2; exit 2; }
+  if ! command -v sbatch >/dev/null; then
+    echo "submit_recipe: sbatch not found (not a SLURM login node?); try --dry-run" >&2
+    exit 2
+  fi
   mkdir -p "$LOG_DIR"  # SLURM does not create the --output directory
   if [ -z "$LLAMA2_HF" ] && [ ! -f "$RUNS/$DIR/llama2/checkpoints/latest_checkpointed_iteration.txt" ]; then
     echo "submit_recipe: $RUNS/$DIR/llama2/checkpoints holds no checkpoint: pass --llama2-hf DIR to import Llama 2" >&2

@@ -27,10 +27,10 @@ norm inputs and linear inputs stay whole. `parallel.recompute` (§5):
                `4·a·s·b/t` bytes: then "none" costs what Korthikanti's selective recompute does
     selective  attention scores recomputed: Korthikanti's 34sbh/t (GPT), here s·b·(12h+4kv+8f)/t
     full       only each layer's input, 2sbh/t, plus one layer's full set while it is recomputed.
-Pipelining (§4.2.3): with 1F1B the first stage holds p micro-batches of its L/p layers = L layers'
-worth (min(p, m) micro-batches when m < p); the interleaved schedule holds L·(1 + (p−1)/(p·v)).
-The last stage adds the output layer's input 2sbh/t, the final norm's input 2sbh/t and fp32
-logits/softmax `4·s·b·V/t` of its one micro-batch in flight.
+Pipelining (§4.2.3): with 1F1B pipeline rank r holds min(p − r, m) micro-batches of its L/p layers
+(Megatron's warm-up count + 1), so the first stage holds L layers' worth; the interleaved schedule
+holds L·(1 + (p−1)/(p·v)) there (`held_layers`). The last stage adds the output layer's input
+2sbh/t, the final norm's input 2sbh/t and fp32 logits/softmax `4·s·b·V/t` of its one micro-batch in flight.
 
 An allowance covers what no formula gives: CUDA context, NCCL and Transformer Engine workspaces,
 the allocator's fragmentation (OVERHEAD_GIB).

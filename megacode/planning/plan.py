@@ -100,7 +100,8 @@ def _check_megatron(cfg: RunConfig, layout: Layout) -> None:
     try:
         transformer_config(cfg, layout, use_cpu_initialization=True)
     except (ValueError, AssertionError) as err:
-        raise ConfigError(f"Megatron-Core rejects the layout TP{layout.tp} PP{layout.pp} VP{layout.vp}: {err}") from None
+        raise ConfigError(f"Megatron-Core rejects the layout TP{layout.tp} PP{layout.pp} VP{layout.vp}: "
+                          f"{err}") from None
 
 
 def _data_notes(cfg: RunConfig) -> List[str]:
@@ -152,7 +153,8 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
     notes = _data_notes(cfg)
     if cfg.checkpoint.finetune and not cfg.checkpoint.load:
         raise ConfigError("checkpoint.finetune=true starts a stage from checkpoint.load, which is not set")
-    if cfg.data.seq_length > flavor.max_position_embeddings and (cfg.model.rope_base or flavor.rope_base) <= flavor.rope_base:
+    theta = cfg.model.rope_base or flavor.rope_base
+    if cfg.data.seq_length > flavor.max_position_embeddings and theta <= flavor.rope_base:
         notes.append(f"data.seq_length={cfg.data.seq_length} is beyond the {flavor.max_position_embeddings} the "
                      f"weights were trained at, with RoPE θ unchanged (long-context stages raise model.rope_base)")
 
@@ -191,9 +193,10 @@ def format_plan(plan: Plan) -> str:
         f"formulas: megacode/planning/memory.py)",
     ]
     for stage in plan.memory:
-        lines.append(f"    {stage.stage:<5} stage  params {stage.parameters / 1e9:6.2f}B  weights {stage.gib('weights'):5.1f}"
-                     f"  grads {stage.gib('grads'):5.1f}  optimizer {stage.gib('optimizer'):5.1f}  activations "
-                     f"{stage.gib('activations'):5.1f}  overhead {stage.gib('overhead'):4.1f}  total {stage.total / 2**30:5.1f}")
+        lines.append(f"    {stage.stage:<5} stage  params {stage.parameters / 1e9:6.2f}B  "
+                     f"weights {stage.gib('weights'):5.1f}  grads {stage.gib('grads'):5.1f}  "
+                     f"optimizer {stage.gib('optimizer'):5.1f}  activations {stage.gib('activations'):5.1f}  "
+                     f"overhead {stage.gib('overhead'):4.1f}  total {stage.total / 2**30:5.1f}")
     fits = "fits" if plan.peak_gib < H100_USABLE_GIB else "DOES NOT FIT"
     lines += [
         f"    peak {plan.peak_gib:.1f} GiB of {H100_USABLE_GIB} GiB on an 80 GB H100: {fits}",

@@ -91,7 +91,8 @@ def test_paper_numbers_are_in_the_configs():
         # Instruct: dialogs with the answer-only mask, rehearsal 6% code and 2% NL from stage 1's data.
         kinds = [(e.get("kind", "text"), e["weight"]) for e in s4.data.paths]
         assert kinds == [("dialog", 0.92), ("text", 0.06), ("text", 0.02)]
-        assert s4.data.paths[1]["path"] == s1.data.paths[0]["path"] and s4.data.paths[2]["path"] == s1.data.paths[2]["path"]
+        assert s4.data.paths[1]["path"] == s1.data.paths[0]["path"]  # code
+        assert s4.data.paths[2]["path"] == s1.data.paths[2]["path"]  # natural language
 
 
 def test_stage_chain_directories_match_the_launch_scripts():
@@ -126,7 +127,8 @@ def test_memory_model_follows_its_formulas():
     assert layer_activation_bytes(_shape(tp=1, sequence_parallel=False)) == per_layer + flash_lse
     assert layer_activation_bytes(_shape(tp=4)) == (per_layer + flash_lse) / 4
     # Without SP the norm regions (8sbh) stay whole; without flash attention the s² scores are kept.
-    assert layer_activation_bytes(_shape(sequence_parallel=False)) == 8 * s * h + (per_layer - 8 * s * h) / 4 + flash_lse / 4
+    no_sp = 8 * s * h + (per_layer - 8 * s * h) / 4 + flash_lse / 4
+    assert layer_activation_bytes(_shape(sequence_parallel=False)) == no_sp
     unfused = layer_activation_bytes(_shape(flash_attention=False))
     assert unfused == per_layer / 4 + 2 * f.num_attention_heads * s * s / 4
     # Pipeline: 1F1B first stage holds L layers' worth; interleaved L(1 + (p-1)/(p·v)); last stage less.

@@ -47,8 +47,10 @@ def test_slurm_stage_dry_run_prints_the_srun_torchrun_command(stage):
     expected = (f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 --nodes={nodes} python -m torch.distributed.run "
                 f"--nnodes={nodes} --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:29500 "
                 f"--rdzv-id=local -m megacode.train --config configs/codellama-7b/{stage}.yaml "
-                f"checkpoint.dir=runs/codellama-7b/{stage}/checkpoints logging.dir=runs/codellama-7b/{stage}/tensorboard "
-                f"checkpoint.load=runs/codellama-7b/{FROM[stage]}/checkpoints checkpoint.finetune=true train.eval_iters=2")
+                f"checkpoint.dir=runs/codellama-7b/{stage}/checkpoints "
+                f"logging.dir=runs/codellama-7b/{stage}/tensorboard "
+                f"checkpoint.load=runs/codellama-7b/{FROM[stage]}/checkpoints checkpoint.finetune=true "
+                f"train.eval_iters=2")
     assert out == expected
     header = (REPO / "launch/slurm" / f"{stage}.sbatch").read_text()
     for directive in ("--requeue", "--signal=B:USR1@120", "--gpus-per-node=8", "--time="):
@@ -69,12 +71,15 @@ def test_stage_resumes_its_own_checkpoint_after_a_restart(tmp_path):
     assert "planned for 8" in odd.stderr  # a node count off the plan is said
 
 
-def test_torchrun_stage_scripts_and_bad_flavor():
+def test_torchrun_stage_scripts_and_bad_flavor(tmp_path):
+    runs = tmp_path / "runs"
     for stage in STAGES:
-        out = run([f"launch/{stage}.sh", "tiny", "train.iters=3"], env={"DRY_RUN": "1"}).stdout.strip()
-        assert out == (f"launch/torchrun.sh configs/tiny/{stage}.yaml checkpoint.dir=runs/tiny/{stage}/checkpoints "
-                       f"logging.dir=runs/tiny/{stage}/tensorboard checkpoint.load=runs/tiny/{FROM[stage]}/checkpoints "
-                       f"checkpoint.finetune=true train.iters=3")
+        out = run([f"launch/{stage}.sh", "tiny", "train.iters=3"], env={"DRY_RUN": "1", "RUNS": str(runs)}).stdout
+        assert out.strip() == (f"launch/torchrun.sh configs/tiny/{stage}.yaml "
+                               f"checkpoint.dir={runs}/tiny/{stage}/checkpoints "
+                               f"logging.dir={runs}/tiny/{stage}/tensorboard "
+                               f"checkpoint.load={runs}/tiny/{FROM[stage]}/checkpoints checkpoint.finetune=true "
+                               f"train.iters=3")
     bad = run(["launch/stage1_code.sh", "9b"], env={"DRY_RUN": "1"}, check=False)
     assert bad.returncode != 0 and "unknown flavor '9b'" in bad.stderr
 
@@ -82,7 +87,8 @@ def test_torchrun_stage_scripts_and_bad_flavor():
 def test_export_and_import_jobs_print_the_conversion_commands():
     out = run(["bash", "launch/slurm/stage_export.sbatch", "7b", "stage4_instruct", "codellama-7b-instruct"],
               env={"DRY_RUN": "1", "PYTHON": "python"}).stdout.strip()
-    assert out == ("python tools/convert_checkpoint.py megacode-to-hf --input runs/codellama-7b/stage4_instruct/checkpoints "
+    assert out == ("python tools/convert_checkpoint.py megacode-to-hf "
+                   "--input runs/codellama-7b/stage4_instruct/checkpoints "
                    "--output runs/codellama-7b/hf/codellama-7b-instruct --dtype bf16 "
                    "--tokenizer-model REPLACE/tokenizers/codellama/tokenizer.model")
     out = run(["bash", "launch/slurm/stage_export.sbatch", "34b", "stage3_long_context_python", "x"],
