@@ -98,11 +98,12 @@ def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[to
 def build_model_chunk(cfg: RunConfig, config: TransformerConfig, vp_stage: Optional[int],
                       pre_process: bool, post_process: bool, use_te: bool) -> GPTModel:
     flavor = get_flavor(cfg.model.flavor)
-    return GPTModel(
+    vocab = vocab_size(cfg, flavor)
+    padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, config.tensor_model_parallel_size)
+    model = GPTModel(
         config=config,
         transformer_layer_spec=decoder_block_spec(config, use_te, vp_stage=vp_stage),
-        vocab_size=padded_vocab_size(vocab_size(cfg, flavor), cfg.model.make_vocab_size_divisible_by,
-                                     config.tensor_model_parallel_size),
+        vocab_size=padded,
         max_sequence_length=cfg.data.seq_length,
         pre_process=pre_process,
         post_process=post_process,
@@ -112,6 +113,25 @@ def build_model_chunk(cfg: RunConfig, config: TransformerConfig, vp_stage: Optio
         rotary_base=rope_base(cfg, flavor),
         vp_stage=vp_stage,
     )
+    if post_process and padded > vocab:
+        model.output_layer.register_forward_hook(_mask_padded_vocab(vocab, padded // config.tensor_model_parallel_size))
+    return model
+
+
+def _mask_padded_vocab(vocab: int, rows_per_rank: int):
+    """Padding rows are not tokens: their logits are set to -inf so they take no probability
+    mass (the loss equals a model of the true vocabulary, as the exported HF model computes)."""
+
+    def hook(module, inputs, output):
+        logits, bias = output  # logits: [s, b, vocab/tp], this TP rank's slice of the vocabulary
+        start = parallel_state.get_tensor_model_parallel_rank() * rows_per_rank
+        first_pad = vocab - start
+        if first_pad >= rows_per_rank:
+            return output
+        mask = torch.arange(rows_per_rank, device=logits.device) >= max(first_pad, 0)
+        return logits.masked_fill(mask, float("-inf")), bias
+
+    return hook
 
 
 def build_model(cfg: RunConfig, layout: Layout, use_te: Optional[bool] = None) -> list[GPTModel]:

@@ -15,7 +15,7 @@ from megacode.config import load_config, resolve_layout
 from megacode.distributed.init import init_model_parallel, init_process_group, rank_from_env, world_size_from_env
 from megacode.training.trainer import build_run, train_step
 
-SHAPE = ["data.seq_length=32", "train.global_batch_tokens=512", "train.micro_batch_size=2",
+SHAPE = ["data.seq_length=32", "data.vocab_size=500", "train.global_batch_tokens=512", "train.micro_batch_size=2",
          "train.iters=4", "schedule.warmup_iters=1", "logging.dir=null", "checkpoint.dir=null",
          "checkpoint.finetune=true"]
 

@@ -17,7 +17,7 @@ def reference_checkpoint(tmp_path_factory):
     ckpt = tmp / "ckpt"
     # A few steps first, so the weights are not a fresh initialisation.
     train(1, ["parallel.tp=1", "parallel.pp=1", "train.iters=3", "schedule.warmup_iters=1",
-              "data.seq_length=32", "train.global_batch_tokens=512", "train.micro_batch_size=2",
+              "data.seq_length=32", "data.vocab_size=500", "train.global_batch_tokens=512", "train.micro_batch_size=2",
               f"checkpoint.dir={ckpt}", "checkpoint.interval=0", "logging.dir=null"], tmp, "reference")
     return tmp, ckpt
 
