@@ -33,6 +33,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -98,12 +99,13 @@ class Decoder {
   }
 
   // Text of ids [0, n) into `out`; false when a document is unclean (then `out` is garbage).
-  bool decode(const int64_t* ids, size_t n, std::string* out) const {
+  template <typename Id>
+  bool decode(const Id* ids, size_t n, std::string* out) const {
     out->clear();
     const int64_t vocab = static_cast<int64_t>(kind_.size());
     size_t run = 0;  // bytes of the pending byte-piece run at the end of `out`
     for (size_t k = 0; k < n; ++k) {
-      const int64_t id = ids[k];
+      const int64_t id = static_cast<int64_t>(ids[k]);
       if (id < 0 || id >= vocab) return false;
       const int16_t kind = kind_[id];
       if (kind == kUnclean) return false;
@@ -140,8 +142,10 @@ inline uint64_t count_cps(std::string_view s) {
   return n;
 }
 
-// Counters of one transform call: what was seen and done, for the data summary.
-enum Stat { kEligible, kTransformed, kSpm, kUnclean, kTokensIn, kTokensOut, kNumStats };
+// Counters of one sample: whole documents seen, transformed, laid out SPM, drawn but unclean;
+// tokens of the transformed documents before and after; tokens cut by the packing (dropped) and
+// read past the sample's end (continued). Named in megacode/data/fim.py STAT_NAMES.
+enum Stat { kEligible, kTransformed, kSpm, kUnclean, kTokensIn, kTokensOut, kDropped, kContinued, kNumStats };
 
 class Fim {
  public:
@@ -185,79 +189,71 @@ class Fim {
     return py::str(text);
   }
 
-  // One sample: tokens [sum(lengths)] made of pieces of lengths[k] (document docs[k], whole when
-  // eligible[k]). Returns (transformed tokens [m] int64, counters [kNumStats] int64, per piece
-  // its output length [k] int64 and what was done [k] int8: 0 as stored, 1 PSM, 2 SPM, 3 drawn
-  // but unclean); m differs from the input length when documents were transformed (the caller
-  // packs it back).
-  py::tuple transform(py::array_t<int64_t, py::array::c_style | py::array::forcecast> tokens,
-                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> lengths,
-                      py::array_t<uint8_t, py::array::c_style | py::array::forcecast> eligible,
-                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> docs,
-                      uint64_t seed, uint64_t sample, double rate, double spm_rate) {
-    const int64_t* tok = tokens.data();
-    const int64_t* len = lengths.data();
-    const uint8_t* elig = eligible.data();
-    const int64_t* doc = docs.data();
-    const size_t pieces = static_cast<size_t>(lengths.size());
-    if (eligible.size() != lengths.size() || docs.size() != lengths.size())
-      throw py::value_error("lengths, eligible and docs must have one entry per piece");
-    int64_t total = 0;
-    for (size_t k = 0; k < pieces; ++k) {
-      if (len[k] < 0) throw py::value_error("negative piece length");
-      total += len[k];
-    }
-    if (total != tokens.size()) throw py::value_error("piece lengths do not add up to the token count");
+  // A packed sample, transformed and packed to `target` = seq_length + 1 tokens (gpt_dataset.py
+  // and csrc/indices.cpp document the arrays): tokens [T] the .bin ids; pointers [S] int64 byte
+  // offsets and lengths [S] int32 of the sequences (documents); order [K] document ids; the
+  // sample runs from (order position k0, offset off0) to (k1, off1) inclusive, i.e. its sample
+  // index rows. The pieces are those of indices.sample_pieces: (order[k0], off0, ...) ..
+  // (order[k1], 0, off1 + 1), empty documents skipped. Longer than target: the tail is cut (dropped); shorter: the stored
+  // stream continues after the sample's last token (wrapping to the order's start).
+  // Returns (ids [target] int64, counters [kNumStats] int64, per piece [P, 5] int64 rows
+  // (document, start, end, output length, what: 0 as stored, 1 PSM, 2 SPM, 3 drawn but unclean)).
+  template <typename Tok, typename Idx>
+  py::tuple sample(py::array_t<Tok, py::array::c_style> tokens, py::array_t<int64_t, py::array::c_style> pointers,
+                   py::array_t<int32_t, py::array::c_style> lengths, py::array_t<Idx, py::array::c_style> order,
+                   int64_t k0, int64_t off0, int64_t k1, int64_t off1, int64_t target, uint64_t seed,
+                   uint64_t sample_id, double rate, double spm_rate) {
+    if (pointers.size() != lengths.size() || target < 1 || k1 < k0 || off0 < 0 || off1 < 0)
+      throw py::value_error("bad dataset arrays, sample rows or target");
+    Reader<Tok, Idx> rd{tokens.data(), static_cast<size_t>(tokens.size()), pointers.data(), lengths.data(),
+                        static_cast<size_t>(lengths.size()), order.data(), static_cast<size_t>(order.size())};
     std::vector<int64_t> out;
+    std::vector<std::array<int64_t, 5>> pieces;
     int64_t stats[kNumStats] = {0};
-    py::array_t<int64_t> out_lengths(static_cast<py::ssize_t>(pieces));
-    py::array_t<int8_t> kinds(static_cast<py::ssize_t>(pieces));
-    int64_t* out_len = out_lengths.mutable_data();
-    int8_t* kind = kinds.mutable_data();
     {
       py::gil_scoped_release nogil;
       auto st = acquire();
-      std::string& text = st->doc_text;
-      out.reserve(static_cast<size_t>(tokens.size()) + 8 * pieces + 16);
-      size_t at = 0;
-      for (size_t k = 0; k < pieces; at += static_cast<size_t>(len[k]), ++k) {
-        const int64_t* b = tok + at;
-        const int64_t* e = b + len[k];
-        out_len[k] = len[k];
-        kind[k] = 0;
-        if (!elig[k]) { out.insert(out.end(), b, e); continue; }
-        ++stats[kEligible];
-        const uint64_t key = doc_key(seed, sample, k, static_cast<uint64_t>(doc[k]));
-        if (!(unit(draw(key, 0)) < rate)) { out.insert(out.end(), b, e); continue; }
-        const bool has_bos = bos_ >= 0 && b < e && *b == bos_;
-        const bool has_eos = eos_ >= 0 && e - b > (has_bos ? 1 : 0) && e[-1] == eos_;
-        const int64_t* body = b + has_bos;
-        const size_t body_len = static_cast<size_t>((e - has_eos) - body);
-        if (!dec_->decode(body, body_len, &text)) {
-          ++stats[kUnclean];
-          kind[k] = 3;
-          out.insert(out.end(), b, e);
-          continue;
-        }
-        const uint64_t n = count_cps(text);
-        const uint64_t x = below(draw(key, 2), n + 1), y = below(draw(key, 3), n + 1);
-        const bool spm = unit(draw(key, 1)) < spm_rate;
+      out.reserve(static_cast<size_t>(target) + 64);
+      auto piece = [&](int64_t k, int64_t start, int64_t end) {
+        const int64_t doc = rd.doc(k);
+        const Tok* b = rd.span(doc, start, end);
+        const bool whole = start == 0 && end == rd.lengths[doc];
         const size_t before = out.size();
-        if (has_bos) out.push_back(bos_);
-        emit(text, std::min(x, y), std::max(x, y), spm, st.get(), &out);
-        if (has_eos) out.push_back(eos_);
-        ++stats[kTransformed];
-        stats[kSpm] += spm;
-        stats[kTokensIn] += e - b;
-        stats[kTokensOut] += static_cast<int64_t>(out.size() - before);
-        out_len[k] = static_cast<int64_t>(out.size() - before);
-        kind[k] = spm ? 2 : 1;
+        const int kind = whole ? document(b, b + (end - start), seed, sample_id, pieces.size(), doc, rate,
+                                          spm_rate, st.get(), &out, stats)
+                               : (out.insert(out.end(), b, b + (end - start)), 0);
+        pieces.push_back({doc, start, end, static_cast<int64_t>(out.size() - before), kind});
+      };
+      if (k0 == k1) {
+        piece(k0, off0, off1 + 1);
+      } else {
+        piece(k0, off0, rd.lengths[rd.doc(k0)]);
+        for (int64_t k = k0 + 1; k < k1; ++k)
+          if (rd.lengths[rd.doc(k)] > 0) piece(k, 0, rd.lengths[rd.doc(k)]);
+        piece(k1, 0, off1 + 1);
+      }
+      const size_t want = static_cast<size_t>(target);
+      if (out.size() > want) {
+        stats[kDropped] = static_cast<int64_t>(out.size() - want);
+        out.resize(want);
+      }
+      for (int64_t k = k1, start = off1 + 1; out.size() < want; ++k, start = 0) {  // rare: continue the stream
+        if (static_cast<size_t>(k) >= rd.n_order) k = 0;
+        const int64_t doc = rd.doc(k);
+        const int64_t take = std::min<int64_t>(rd.lengths[doc] - start, static_cast<int64_t>(want - out.size()));
+        if (take <= 0) continue;
+        const Tok* b = rd.span(doc, start, start + take);
+        out.insert(out.end(), b, b + take);
+        stats[kContinued] += take;
       }
       release(std::move(st));
     }
     py::array_t<int64_t> counters(kNumStats);
     std::copy(stats, stats + kNumStats, counters.mutable_data());
-    return py::make_tuple(to_array(out), counters, out_lengths, kinds);
+    py::array_t<int64_t> layout({static_cast<py::ssize_t>(pieces.size()), static_cast<py::ssize_t>(5)});
+    int64_t* l = layout.mutable_data();
+    for (const auto& p : pieces) l = std::copy(p.begin(), p.end(), l);
+    return py::make_tuple(to_array(out), counters, layout);
   }
 
  private:
@@ -266,6 +262,57 @@ class Fim {
     std::string doc_text;        // a document's decoded text
     std::vector<int32_t> ids;     // the encoder's output, widened into the sample
   };
+
+  // Bounds-checked access to a packed dataset's arrays (std::out_of_range -> IndexError).
+  template <typename Tok, typename Idx>
+  struct Reader {
+    const Tok* tokens; size_t n_tokens;
+    const int64_t* pointers; const int32_t* lengths; size_t n_docs;
+    const Idx* order; size_t n_order;
+    int64_t doc(int64_t k) const {
+      if (k < 0 || static_cast<size_t>(k) >= n_order) throw std::out_of_range("document order position out of range");
+      const int64_t d = static_cast<int64_t>(order[k]);
+      if (d < 0 || static_cast<size_t>(d) >= n_docs) throw std::out_of_range("document id out of range");
+      return d;
+    }
+    const Tok* span(int64_t d, int64_t start, int64_t end) const {
+      const int64_t first = pointers[d] / static_cast<int64_t>(sizeof(Tok));
+      if (start < 0 || end < start || end > lengths[d] || first < 0 ||
+          static_cast<size_t>(first + end) > n_tokens)
+        throw std::out_of_range("token span outside its document or the .bin");
+      return tokens + first + start;
+    }
+  };
+
+  // One whole document [b, e) (piece `piece` of the sample): transformed with probability
+  // `rate` when it decodes losslessly, else copied. Returns what was done (see sample()).
+  template <typename Tok>
+  int document(const Tok* b, const Tok* e, uint64_t seed, uint64_t sample_id, uint64_t piece, int64_t doc,
+               double rate, double spm_rate, State* st, std::vector<int64_t>* out, int64_t* stats) const {
+    ++stats[kEligible];
+    const uint64_t key = doc_key(seed, sample_id, piece, static_cast<uint64_t>(doc));
+    if (!(unit(draw(key, 0)) < rate)) { out->insert(out->end(), b, e); return 0; }
+    const bool has_bos = bos_ >= 0 && b < e && *b == bos_;
+    const bool has_eos = eos_ >= 0 && e - b > (has_bos ? 1 : 0) && e[-1] == eos_;
+    const Tok* body = b + has_bos;
+    if (!dec_->decode(body, static_cast<size_t>((e - has_eos) - body), &st->doc_text)) {
+      ++stats[kUnclean];
+      out->insert(out->end(), b, e);
+      return 3;
+    }
+    const uint64_t n = count_cps(st->doc_text);
+    const uint64_t x = below(draw(key, 2), n + 1), y = below(draw(key, 3), n + 1);
+    const bool spm = unit(draw(key, 1)) < spm_rate;
+    const size_t before = out->size();
+    if (has_bos) out->push_back(bos_);
+    emit(st->doc_text, std::min(x, y), std::max(x, y), spm, st, out);
+    if (has_eos) out->push_back(eos_);
+    ++stats[kTransformed];
+    stats[kSpm] += spm;
+    stats[kTokensIn] += e - b;
+    stats[kTokensOut] += static_cast<int64_t>(out->size() - before);
+    return spm ? 2 : 1;
+  }
 
   void encode(std::string_view s, bool dummy_prefix, State* st, std::vector<int64_t>* out) const {
     st->ids.clear();
@@ -332,6 +379,10 @@ PYBIND11_MODULE(_fim, m) {
       .def_property_readonly("vocab_size", &Fim::vocab_size)
       .def("fim_text", &Fim::fim_text, py::arg("text"), py::arg("lo"), py::arg("hi"), py::arg("spm"))
       .def("decode", &Fim::decode, py::arg("ids"))
-      .def("transform", &Fim::transform, py::arg("tokens"), py::arg("lengths"), py::arg("eligible"),
-           py::arg("docs"), py::arg("seed"), py::arg("sample"), py::arg("rate"), py::arg("spm_rate"));
+      .def("sample_uint16_int32", &Fim::sample<uint16_t, int32_t>)
+      .def("sample_uint16_int64", &Fim::sample<uint16_t, int64_t>)
+      .def("sample_int32_int32", &Fim::sample<int32_t, int32_t>)
+      .def("sample_int32_int64", &Fim::sample<int32_t, int64_t>)
+      .def("sample_int64_int32", &Fim::sample<int64_t, int32_t>)
+      .def("sample_int64_int64", &Fim::sample<int64_t, int64_t>);
 }

@@ -36,32 +36,26 @@ from megacode.data.index_cache import derive_seed
 
 log = logging.getLogger("megacode")
 
-COUNTER_NAMES = ("samples", "sample_tokens", *fim.STAT_NAMES, "dropped", "continued")
+COUNTER_NAMES = ("samples", "sample_tokens", *fim.STAT_NAMES)
 PIECE_KINDS = ("as stored", "FIM PSM", "FIM SPM", "as stored (drawn, but its ids do not decode losslessly)")
 
 
 class FimStats:
-    """Running counters (thread-safe): see COUNTER_NAMES and `fim.STAT_NAMES`; `dropped` are the
-    tokens cut to keep samples at seq_length + 1, `continued` those read past a sample's end."""
+    """Running counters (thread-safe), named in COUNTER_NAMES: samples and their tokens, then the
+    C++ counters of `fim.STAT_NAMES` (`dropped`: tokens cut to keep samples at seq_length + 1,
+    `continued`: tokens read past a sample's end)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 
-    def add(self, sample_tokens: int, counters: np.ndarray, dropped: int, continued: int) -> None:
+    def add(self, sample_tokens: int, counters: np.ndarray) -> None:
         with self._lock:
             c = self.counts
             c["samples"] += 1
             c["sample_tokens"] += sample_tokens
             for name, value in zip(fim.STAT_NAMES, counters.tolist()):
                 c[name] += value
-            c["dropped"] += dropped
-            c["continued"] += continued
-
-    def merge(self, other: "FimStats") -> None:
-        with self._lock:
-            for name, value in other.snapshot().items():
-                self.counts[name] += value
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
@@ -103,12 +97,29 @@ class FimDataset:
         self.rate, self.spm_rate = float(rate), float(spm_rate)
         self.seed = derive_seed(packed.seed, "fim") if seed is None else int(seed)
         self.seq_length = packed.seq_length
-        self.stats = FimStats()
-        self._core = fim.fim_core(tokenizer)  # also checks the infilling pieces
+        self._bind()
         with open(tokenizer.model_path, "rb") as f:
             model_digest = hashlib.sha256(f.read()).hexdigest()
         self._key = hashlib.sha256(repr((packed.cache_key, "fim", self.rate, self.spm_rate, self.seed,
                                          model_digest)).encode()).hexdigest()
+
+    def _bind(self) -> None:
+        """The C++ transform and plain-array views of the packed dataset's arrays (indexing numpy
+        memmaps row by row is slow: their subclass hook runs on every view)."""
+        self.stats = FimStats()
+        self._core = fim.fim_core(self.tokenizer)  # also checks the infilling pieces
+        ds, p = self.packed.indexed, self.packed
+        self._tokens = ds._tokens  # [T] the .bin's ids, zero-copy
+        self._order = np.asarray(p.document_order)  # [E * N]
+        self._rows = np.asarray(p.sample_index)  # [M + 1, 2]
+        self._shuffle = np.asarray(p.shuffle_index)  # [M]
+        if not self._order.size:
+            self._order = np.zeros(0, np.int32)
+        name = f"sample_{self._tokens.dtype.name}_{self._order.dtype.name}"  # the C++ template instance
+        if not hasattr(self._core, name):
+            raise ValueError(f"{ds.prefix}: FIM reads uint16, int32 or int64 token files, this one is "
+                             f"{self._tokens.dtype.name}")
+        self._sample = getattr(self._core, name)
 
     # What the loader, blends and provenance use.
     @property
@@ -128,12 +139,12 @@ class FimDataset:
 
     def pieces(self, i: int) -> List[Tuple[int, int, int]]:
         """The stored (document, start, end) spans sample i is made from (before the transform:
-        positions after a transformed document are shifted in the sample)."""
+        positions after a transformed document are shifted in the sample; see `layout`)."""
         return self.packed.pieces(i)
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Sample i: `[seq_length + 1]` int64 ids."""
-        return self.sample(i, self.stats)
+        return self._build(i, self.stats)[0]
 
     def sample(self, i: int, stats: Optional[FimStats] = None) -> np.ndarray:
         """Sample i, its counters added to `stats` when given."""
@@ -141,71 +152,47 @@ class FimDataset:
 
     def layout(self, i: int) -> List[Tuple[Tuple[int, int, int], int, int, str]]:
         """Where each stored piece of sample i went: ((document, start, end), first, last + 1 sample
-        position, what was done: one of PIECE_KINDS or "cut by the packing"); a shortfall read past
-        the sample's end comes last as ((-1, 0, n), ..., "read past the sample end")."""
-        _, spans, lengths, kinds, continued = self._build(i, None)
+        position, what was done: one of PIECE_KINDS, plus ", cut by the packing" when the tail
+        was cut); a shortfall read past the sample's end comes last as ((-1, 0, n), ...)."""
+        _, pieces, counters = self._build(i, None)
         target, pos, out = self.seq_length + 1, 0, []
-        for span, n, kind in zip(spans, lengths.tolist(), kinds.tolist()):
+        for doc, start, end, n, kind in pieces.tolist():
             if pos < target:
-                end = min(pos + n, target)
-                out.append((span, pos, end, PIECE_KINDS[kind] + ("" if end == pos + n else ", cut by the packing")))
+                last = min(pos + n, target)
+                out.append(((doc, start, end), pos, last, PIECE_KINDS[kind] + ("" if last == pos + n else ", cut by the packing")))
             pos += n
+        continued = int(counters[fim.STAT_NAMES.index("continued")])
         if continued:
             out.append(((-1, 0, continued), target - continued, target, "read past the sample end"))
         return out
 
     def _build(self, i: int, stats: Optional[FimStats]) -> tuple:
+        """(ids [seq_length + 1] int64, pieces [P, 5], counters) of sample i (one C++ call, GIL released)."""
+        n = len(self)
         i = int(i)
         if i < 0:
-            i += len(self)
-        spans = self.packed.pieces(i)  # IndexError names the range
-        sizes = self.packed._sizes
-        get = self.packed.indexed.get
-        tokens = np.concatenate([get(d, s, e - s) for d, s, e in spans]).astype(np.int64, copy=False)
-        lengths = np.fromiter((e - s for _, s, e in spans), np.int64, len(spans))
-        whole = np.fromiter((s == 0 and e == sizes[d] for d, s, e in spans), np.uint8, len(spans))
-        docs = np.fromiter((d for d, _, _ in spans), np.int64, len(spans))
-        out, counters, out_lengths, kinds = self._core.transform(tokens, lengths, whole, docs, self.seed, i,
-                                                                 self.rate, self.spm_rate)
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self.packed.indexed.prefix}: sample {i} out of range [0, {n})")
+        s = int(self._shuffle[i])
+        (k0, off0), (k1, off1) = self._rows[s].tolist(), self._rows[s + 1].tolist()
         target = self.seq_length + 1
-        dropped = continued = 0
-        if len(out) > target:
-            dropped = len(out) - target
-            out = out[:target]
-        elif len(out) < target:
-            extra = self.continuation(i, target - len(out))
-            continued = len(extra)
-            out = np.concatenate([out, extra])
+        out, counters, pieces = self._sample(self._tokens, self.indexed.sequence_pointers, self.indexed.sequence_lengths,
+                                             self._order, k0, off0, k1, off1, target, self.seed, i, self.rate,
+                                             self.spm_rate)
         if stats is not None:
-            stats.add(target, counters, dropped, continued)
-        return out, spans, out_lengths, kinds, continued
-
-    def continuation(self, i: int, n: int) -> np.ndarray:
-        """The `n` stored tokens that follow sample i's last token in the packed stream."""
-        p = self.packed
-        s = int(p.shuffle_index[i])
-        k, offset = (int(v) for v in p.sample_index[s + 1])
-        start, parts, order = offset + 1, [], p.document_order
-        while n > 0:
-            if k >= len(order):
-                k = 0  # past the last epoch: the stream's start (every epoch holds tokens)
-            doc = int(order[k])
-            take = min(n, int(p._sizes[doc]) - start)
-            if take > 0:
-                parts.append(p.indexed.get(doc, start, take))
-                n -= take
-            k, start = k + 1, 0
-        return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+            stats.add(target, counters)
+        return out, pieces, counters
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        del state["_core"], state["stats"]
+        for name in ("stats", "_core", "_tokens", "_order", "_rows", "_shuffle", "_sample"):
+            del state[name]
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._core = fim.fim_core(self.tokenizer)  # the tokenizer reloads itself from its file
-        self.stats = FimStats()
+        self.__dict__.update(state)  # the packed dataset re-maps its arrays, the tokenizer reloads
+        self._bind()
 
     def __repr__(self) -> str:
         return f"FimDataset(rate={self.rate}, spm_rate={self.spm_rate}, {self.packed!r})"
