@@ -163,27 +163,33 @@ def measure(kind: str, workers: int, jsonl: Path, model: Path, out: Path) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def core_rows(model: Path, texts: List[str], workdir: Path, repeats: int) -> Dict[str, dict]:
-    """Single-thread C++ cores, compiled here; their id checksums must agree."""
+def core_rows(model: Path, texts: List[str], jsonl: Path, workdir: Path, repeats: int) -> Dict[str, dict]:
+    """Single-thread cores on the same documents, alternating with the binding's raw encode so the
+    ratios compare like moments; the C++ cores' id checksums must agree."""
     corpus = workdir / "corpus.bin"
     corpus.write_bytes(b"\0".join(t.encode("utf-8") for t in texts))
     src = ROOT / "csrc" / "bench" / "spm_core_bench.cpp"
     builds = {"ours (C++, word cache)": ([], ""), "ours (C++, no cache)": ([], "nocache")}
     if Path("/usr/include/sentencepiece_processor.h").exists():
-        builds["Debian libsentencepiece (C++)"] = (["-DWITH_LIBSENTENCEPIECE", "-lsentencepiece"], "")
+        builds["Debian libsentencepiece 0.1.97 (C++)"] = (["-DWITH_LIBSENTENCEPIECE", "-lsentencepiece"], "")
     else:
         print("(no Debian libsentencepiece-dev: apt-get install libsentencepiece-dev for its row)")
-    rows, sums = {}, set()
-    for name, (flags, mode) in builds.items():
-        exe = workdir / f"core{len(rows)}"
-        subprocess.run(["g++", "-O3", "-std=c++17", str(src), "-o", str(exe)] + flags, check=True)
-        walls = []
-        for _ in range(repeats):
-            out = subprocess.run([str(exe), str(model), str(corpus)] + ([mode] if mode else []), check=True,
+    exes = {}
+    for name, (flags, _) in builds.items():
+        exes[name] = workdir / f"core{len(exes)}"
+        subprocess.run(["g++", "-O3", "-std=c++17", str(src), "-o", str(exes[name])] + flags, check=True)
+    rows: Dict[str, dict] = {"PyPI sentencepiece 0.2.3 (Python)": {"tokens": 0, "wall_s": []}}
+    sums = set()
+    for _ in range(repeats):
+        r = measure(RAW, 1, jsonl, model, workdir / "raw")
+        row = next(iter(rows.values()))
+        row["tokens"] = r["tokens"] - len(texts)  # no EOS here: the C++ cores encode the texts only
+        row["wall_s"].append(r["wall_s"])
+        for name, (_, mode) in builds.items():
+            out = subprocess.run([str(exes[name]), str(model), str(corpus)] + ([mode] if mode else []), check=True,
                                  capture_output=True, text=True).stdout.split()
-            walls.append(float(out[1]))
+            rows.setdefault(name, {"tokens": int(out[0]), "wall_s": []})["wall_s"].append(float(out[1]))
             sums.add(out[2])
-        rows[name] = {"tokens": int(out[0]), "wall_s": walls}
     if len(sums) != 1:
         raise AssertionError(f"C++ cores disagree on the ids: checksums {sums}")
     return rows
@@ -191,9 +197,18 @@ def core_rows(model: Path, texts: List[str], workdir: Path, repeats: int) -> Dic
 
 # Report -------------------------------------------------------------------------------------------
 
+def rate(r, f=min):
+    return r["tokens"] / f(r["wall_s"])
+
+
+def report_cores(rows: Dict[str, dict]) -> None:
+    base = rate(next(iter(rows.values())))
+    print(f"\nsingle-thread cores (same rounds){'':5s} {'tokens/s best':>14s} {'median':>12s} {'vs binding':>11s}")
+    for name, r in rows.items():
+        print(f"{name:37s} {rate(r):14,.0f} {rate(r, statistics.median):12,.0f} {rate(r) / base:10.2f}x")
+
+
 def report(rows: Dict[str, dict], workers: List[int]) -> None:
-    def rate(r, f=min):
-        return r["tokens"] / f(r["wall_s"])
 
     raw_rate = rate(rows[RAW])
     print(f"\n{'':32s} {'tokens/s best':>14s} {'median':>12s} {'per core':>12s} {'vs raw':>8s} {'CPU s':>7s}")
@@ -268,11 +283,12 @@ def main() -> None:
                                       {"tokens": r["tokens"], "wall_s": [], "cpu_s": []})
                 row["wall_s"].append(r["wall_s"])
                 row["cpu_s"].append(r["cpu_s"])
-        if args.cores:
-            rows.update(core_rows(model, texts, work, min(args.repeats, 2)))
+        cores = core_rows(model, texts, jsonl, work, args.repeats) if args.cores else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(rows, args.workers)
+    if cores:
+        report_cores(cores)
 
     # ---- sample-index row: tools/bench_indices.py provides bench_sample_index ----
     if args.with_indices:
