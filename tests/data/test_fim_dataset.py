@@ -231,3 +231,34 @@ def test_config_turns_fim_on_and_checks_the_tokenizer(env, big):
     base.fim.enabled = True
     with pytest.raises(ConfigError, match=f"data.tokenizer_model={tiny_model()}: .*infilling pieces"):
         with_fim(base, packed, None)
+
+
+def test_layout_and_every_token_dtype(env, big):
+    tok = env["tok"]
+    for i in range(0, 300, 7):
+        out = big[i]
+        spots = big.layout(i)
+        assert spots[0][1] == 0 and spots[-1][2] == SEQ + 1
+        assert all(a[2] == b[1] for a, b in zip(spots, spots[1:]))  # contiguous
+        for (d, s, e), first, last, what in spots:
+            if d < 0:
+                continue
+            stored = big.packed.indexed.get(d, s, e - s)
+            if what.startswith("as stored"):
+                assert np.array_equal(out[first:last], stored[:last - first]), (i, what)
+            else:
+                assert what.startswith("FIM") and out[first + int(stored[0] == tok.bos_id)] == tok.pre_id
+    # The same documents in an int32 file, and the int64 document-order instance: the same samples.
+    docs = [big.packed.indexed[k] for k in range(len(big.packed.indexed))]
+    lens = np.array([len(d) for d in docs])
+    prefix = str(env["tmp"] / "short32")
+    with IndexedDatasetWriter(prefix, np.int32) as w:
+        w.add_documents(np.concatenate(docs).astype(np.int32), lens)
+    wide = FimDataset(PackedDataset(prefix, big.packed.split_docs, SEQ, len(big), 7, env["cache"]), tok)
+    assert wide._tokens.dtype == np.int32
+    wide._order = wide._order.astype(np.int64)
+    wide._sample = wide._core.sample_int32_int64
+    for i in range(0, len(big), 97):
+        assert np.array_equal(wide[i], big[i])
+    with pytest.raises(IndexError, match=r"sample 1400 out of range \[0, 1400\)"):
+        big[len(big)]
