@@ -158,6 +158,9 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
         notes.append(f"data.seq_length={cfg.data.seq_length} is beyond the {flavor.max_position_embeddings} the "
                      f"weights were trained at, with RoPE θ unchanged (long-context stages raise model.rope_base)")
 
+    if cfg.parallel.recompute == "full":
+        notes.append("parallel.recompute=full reruns each layer's forward in backward (~1/3 more hardware FLOPs "
+                     "than the model FLOPs counted here): expect a lower MFU than with no recompute")
     count = _meta_parameter_count(cfg.model.flavor, cfg.data.vocab_size, cfg.model.num_layers,
                                   cfg.model.make_vocab_size_divisible_by)
     closed_form = dataclasses.replace(flavor, num_layers=layout.num_layers, vocab_size=vocab).parameter_count()
