@@ -1,6 +1,6 @@
 // Exact SentencePiece BPE encoder for Llama-style models (header only; model reading in spm_model.h).
 //
-// Why our own core: DESIGN.md §4b and megacode/tokenizer/fast.py give the measurements. In short,
+// Why our own core: DESIGN.md §4b; the measurements are in megacode/tokenizer/fast.py. In short,
 // the PyPI binding (0.2.3) is ~2x faster than any SentencePiece C++ library we can build or
 // install here (Debian 0.1.97, source 0.2.0/0.2.1), 0.2.3's own C++ does not build from PyPI/Debian
 // sources, and the binding hides its C++ symbols. This encoder reproduces 0.2.3's results id for

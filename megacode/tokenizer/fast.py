@@ -1,27 +1,33 @@
 """The C++ SentencePiece core: an exact BPE encoder of our own (csrc/spm_bpe.h), GIL released.
 
-Which SentencePiece core, and why (DESIGN.md §4b; figures from `tools/bench_data.py`, this
-machine kind: 2 cores, 28–31 MB of Python stdlib sources, a 32k Llama-style BPE model, one core):
+Which SentencePiece core, and why (DESIGN.md §4b). Figures from `tools/bench_data.py --cores`
+on this machine kind (2 vCPUs, shared with other jobs, so best-of-rounds; Python stdlib sources,
+31.5 MB, 9.17 M tokens; a 32k Llama 2-style BPE model; one thread each):
 
-    PyPI `sentencepiece` 0.2.3 binding, encode(list, num_threads=1)   ~1.0–1.1 M tokens/s
-    Debian libsentencepiece 0.1.97 (C++, EncodeAsIds)                 ~0.5–0.6 M tokens/s
-    this encoder, word cache off (every word through BPE)             see `bench_data.py --cores`
-    this encoder (word cache)                                         ~4–5 M tokens/s
+    PyPI sentencepiece 0.2.3 binding, encode(list, num_threads=1)    1.17-1.26 M tokens/s
+    Debian libsentencepiece 0.1.97, C++ Encode(text, &ids)           0.61-0.70 M tokens/s
+    this encoder without its word cache (every word through BPE)    ~9 M tokens/s
+    this encoder                                                   15-22 M tokens/s
+    (all four give the same ids: identical checksums in the bench)
 
-- The binding's speed comes from sentencepiece 0.2.2/0.2.3: `EncodeOptimized` (ids straight
-  from the model, no SentencePieceText proto and no offset bookkeeping) and the rewritten
-  `bpe_model.cc` (value-type heap entries, heapified initial pairs, integer score compares,
-  no reserved-map lookups). Debian ships 0.1.97, which has neither.
-- 0.2.3's C++ cannot be built at `make setup` time from PyPI/Debian sources: its CMake fetches
-  abseil/protobuf with git (no network), and Debian's abseil (20220623) lacks `absl/log`.
-  The binding exports only `PyInit__sentencepiece`, so its C++ cannot be linked either.
-- Driving the binding from Python threads (it releases the GIL) gives 1.54x on 2 threads and
-  still pays a Python list per document.
-- So: an exact BPE encoder of our own, for the models we use (BPE, identity normalization,
-  byte fallback: Llama 2 and Code Llama). It follows 0.2.3's merge order exactly and adds a
-  word cache that is exact by construction (see csrc/spm_bpe.h). Its ids are checked against the
-  binding id for id by tests/data/test_tokenizer_parity.py (stdlib sources, CJK, emoji,
-  accented Latin, bytes needing byte fallback, user-defined pieces, no-byte-fallback models),
+- Where the binding's 2x over Debian comes from: the code of sentencepiece 0.2.2/0.2.3, not
+  the allocator (ldd: both use glibc malloc, no tcmalloc). 0.2.3 encodes
+  ids through `EncodeOptimized` (no SentencePieceText proto with per-piece strings and offsets,
+  no norm-to-orig table), and its rewritten `bpe_model.cc` keeps value-type heap entries,
+  heapifies the initial pairs, compares scores as integers and skips the reserved-piece map.
+  0.1.97 (Debian) and 0.2.0/0.2.1 have neither.
+- 0.2.3's C++ cannot be built by `make setup` from PyPI/Debian sources: its CMake fetches
+  abseil/protobuf with git (no network), and Debian's abseil (20220623) lacks `absl/log`. The
+  binding exports only `PyInit__sentencepiece`, so its C++ cannot be linked either. Driving the
+  binding from Python threads gives 1.54x on 2 threads (DESIGN.md §4b) and still builds a Python
+  list per document; at ~1.2 M tokens/s per core it could not beat the targets below anyway.
+- So: an exact BPE encoder of our own for the models we use (BPE, identity normalization, byte
+  fallback: Llama 2 and Code Llama). It applies 0.2.3's merges in 0.2.3's order (highest score,
+  leftmost first) and adds three exact speed-ups (csrc/spm_bpe.h): word cuts where no piece can
+  span plus a per-thread word cache, merges looked up by (left id, right id), and a scan instead
+  of a heap for short words. Its ids are checked against the binding id for id by
+  tests/data/test_tokenizer_parity.py (stdlib sources, CJK, emoji, accented Latin, bytes needing
+  byte fallback, user-defined pieces, no-byte-fallback models, both merge loops, cache eviction)
   and on every load against a built-in sample (`FastEncoder.self_check`). Models outside that
   scope (Unigram, NFKC, ...) raise `UnsupportedModel` and `megacode.tokenizer` falls back to the
   binding.
