@@ -20,7 +20,7 @@ on this machine kind (2 vCPUs, shared with other jobs, so best-of-rounds; Python
   abseil/protobuf with git (no network), and Debian's abseil (20220623) lacks `absl/log`. The
   binding exports only `PyInit__sentencepiece`, so its C++ cannot be linked either. Driving the
   binding from Python threads gives 1.54x on 2 threads (DESIGN.md §4b) and still builds a Python
-  list per document; at ~1.2 M tokens/s per core it could not beat the targets below anyway.
+  list per document, at the binding's ~1.2 M tokens/s per core at best.
 - So: an exact BPE encoder of our own for the models we use (BPE, identity normalization, byte
   fallback: Llama 2 and Code Llama). It applies 0.2.3's merges in 0.2.3's order (highest score,
   leftmost first) and adds three exact speed-ups (csrc/spm_bpe.h): word cuts where no piece can
