@@ -31,6 +31,7 @@
 //   megacode::spm::BpeEncoder enc(file_bytes);   // std::invalid_argument when out of scope
 //   megacode::spm::EncodeState st;               // one per thread: scratch and word cache
 //   enc.encode(text, /*dummy_prefix=*/true, &st, &ids);   // appends to std::vector<int32_t>
+// `text` must be valid UTF-8 (valid_utf8() checks; sentencepiece would map bad bytes to U+FFFD).
 // dummy_prefix=false gives Code Llama's enc' (no implicit leading space).
 #pragma once
 
