@@ -11,7 +11,7 @@
 //
 // Random choices of one document occurrence (piece p of sample i holding document d), with
 // SplitMix64's finalizer mix(z) and G = 0x9E3779B97F4A7C15 (all arithmetic mod 2^64):
-//   key = mix(mix(mix(seed + G) ^ i + G) ^ p + G) ^ d
+//   k1 = mix(seed + G) xor i,  k2 = mix(k1 + G) xor p,  key = mix(k2 + G) xor d
 //   draw j = mix(key + (j + 1) * G), j = 0..3
 //   transformed   (draw0 >> 11) * 2^-53 < rate
 //   SPM           (draw1 >> 11) * 2^-53 < spm_rate
@@ -19,7 +19,7 @@
 //                 points of the text; lo = min(a, b), hi = max(a, b): prefix [0, lo),
 //                 middle [lo, hi), suffix [hi, n)
 // so a sample depends on (seed, sample index, its documents) only, never on the reading thread.
-// tests/data/test_fim*.py re-implement this in Python against the SentencePiece binding.
+// tests/data/fim_reference.py re-implements this in Python over the SentencePiece binding.
 //
 // Decoding, as SentencePieceProcessor::Decode (0.2.3) on the ids a document can hold after
 // encoding valid text: NORMAL/USER_DEFINED pieces give their text with "▁" -> " ", and the very
@@ -29,7 +29,8 @@
 // A leading BOS and a trailing EOS (as preprocessing writes them) frame the document and stay
 // in place around the transformed body.
 //
-// The Python wrapper (megacode/data/fim.py, fim_dataset.py) checks ranges; this layer trusts them.
+// The Python wrappers (megacode/data/fim.py, fim_dataset.py) check arguments and ranges; this
+// layer checks only what keeps memory safe (positions inside the arrays, spans inside the .bin).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -194,8 +195,9 @@ class Fim {
   // offsets and lengths [S] int32 of the sequences (documents); order [K] document ids; the
   // sample runs from (order position k0, offset off0) to (k1, off1) inclusive, i.e. its sample
   // index rows. The pieces are those of indices.sample_pieces: (order[k0], off0, ...) ..
-  // (order[k1], 0, off1 + 1), empty documents skipped. Longer than target: the tail is cut (dropped); shorter: the stored
-  // stream continues after the sample's last token (wrapping to the order's start).
+  // (order[k1], 0, off1 + 1), empty documents skipped. Longer than target: the tail is cut
+  // (dropped); shorter: the stored stream continues after the sample's last token (wrapping to
+  // the order's start).
   // Returns (ids [target] int64, counters [kNumStats] int64, per piece [P, 5] int64 rows
   // (document, start, end, output length, what: 0 as stored, 1 PSM, 2 SPM, 3 drawn but unclean)).
   template <typename Tok, typename Idx>

@@ -19,8 +19,11 @@ Rows (each in a fresh Python process, timing only its own work; best of --repeat
                   sample with the binding, cut the text, re-tokenize the parts in Python (same
                   choices as ours, so its samples are checked equal to ours first)
   megacode        FimDataset[i], one thread (C++: decode, layouts, exact BPE core, GIL released)
+  threads N       FimDataset[i] on N Python threads (contiguous chunks of the samples)
   loader N        StepLoader over the FimDataset with N reader threads (plain collation), and the
                   same without FIM, samples/s
+  control N       a CPU-bound Python loop in 1 and N processes: the parallelism the (shared)
+                  machine offered during the same rounds
 Figures: samples/s; tokens/s per core = tokens / CPU seconds of the process (sample tokens for
 the FIM rows, encoded tokens for the raw row); `reencoded` = tokens of the transformed documents
 written by the transform. tools/bench_data.py can take a FIM row from `fim_row(...)`.
@@ -251,6 +254,17 @@ def child(kind: str, model: str, docs_kind: str, root: str, seq: int, samples: i
         wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         return {"samples": samples, "wall_s": wall, "cpu_s": cpu, "samples_per_s": samples / wall,
                 "tokens_per_cpu_s": samples * (seq + 1) / cpu}
+    if kind.startswith("threads"):  # FimDataset reads on N Python threads, contiguous chunks
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = int(kind.split()[1])
+        chunks = [range(k * samples // n, (k + 1) * samples // n) for k in range(n)]
+        with ThreadPoolExecutor(n) as pool:
+            wall, cpu = time.perf_counter(), _cpu()
+            list(pool.map(lambda chunk: [ds[i] for i in chunk], chunks))
+            wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+        return {"samples": samples, "wall_s": wall, "cpu_s": cpu, "samples_per_s": samples / wall,
+                "tokens_per_cpu_s": samples * (seq + 1) / cpu}
     if kind.startswith("control"):  # how much parallelism the machine offers right now
         n = int(kind.split()[1])
         wall = time.perf_counter()
@@ -296,11 +310,13 @@ def report(best: Dict[str, dict], workers: List[int]) -> None:
     for kind, r in ((MEGATRON, b), (MEGACODE, m)):
         print(f"{kind:36s} {r['samples_per_s']:10.1f} {r['tokens_per_cpu_s'] / 1e6:16.2f}M "
               f"{reencoded / r['cpu_s'] / 1e6:20.2f}M")
-    for which in ("plain", "fim"):
-        one = best[f"loader {which} {workers[0]}"]["samples_per_s"]
+    rows = (("threads", "megacode FimDataset[i], {} thread(s)"), ("loader plain", "loader without FIM, {} thread(s)"),
+            ("loader fim", "loader with FIM, {} thread(s)"))
+    for name, label in rows:
+        one = best[f"{name} {workers[0]}"]["samples_per_s"]
         for w in workers:
-            r = best[f"loader {which} {w}"]
-            print(f"{f'loader {which}, {w} thread(s)':36s} {r['samples_per_s']:10.1f} "
+            r = best[f"{name} {w}"]
+            print(f"{label.format(w):36s} {r['samples_per_s']:10.1f} "
                   f"{r['tokens_per_cpu_s'] / 1e6:16.2f}M {'':>21s}  x{r['samples_per_s'] / one:.2f} wall")
     n = max(workers)
     par = n * best["control 1"]["wall_s"] / best[f"control {n}"]["wall_s"]
@@ -342,12 +358,13 @@ def main() -> None:
             raise SystemExit(f"megatron-style and megacode samples differ at {check['different']}")
         print(f"corpus: stdlib {args.docs}; tokenizer {model}; seq {args.seq}; {args.samples} samples "
               f"(checked equal to the baseline's); {os.cpu_count()} cores; best of {args.repeats}")
-        kinds = ([RAW, MEGATRON, MEGACODE] + [f"loader {w} {n}" for w in ("plain", "fim") for n in args.workers]
+        kinds = ([RAW, MEGATRON, MEGACODE]
+                 + [f"{w} {n}" for w in ("threads", "loader plain", "loader fim") for n in args.workers]
                  + [f"control {n}" for n in sorted({1, max(args.workers)})])
         best: Dict[str, dict] = {}
         for _ in range(args.repeats):
             for kind in kinds:
-                samples = args.loader_samples if kind.startswith("loader") else args.samples
+                samples = args.loader_samples if kind.startswith(("loader", "threads")) else args.samples
                 r = measure(kind, model, args.docs, root, args.seq, samples)
                 score = -r["wall_s"] if kind.startswith("control") else r.get("samples_per_s", r.get("tokens_per_cpu_s"))
                 if kind not in best or score > best[kind]["score"]:
