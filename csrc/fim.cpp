@@ -145,8 +145,10 @@ inline uint64_t count_cps(std::string_view s) {
 
 // Counters of one sample: whole documents seen, transformed, laid out SPM, drawn but unclean;
 // tokens of the transformed documents before and after; tokens cut by the packing (dropped) and
-// read past the sample's end (continued). Named in megacode/data/fim.py STAT_NAMES.
-enum Stat { kEligible, kTransformed, kSpm, kUnclean, kTokensIn, kTokensOut, kDropped, kContinued, kNumStats };
+// read past the sample's end (continued); whole documents the packing shortened (whole_cut).
+// Named in megacode/data/fim.py STAT_NAMES.
+enum Stat { kEligible, kTransformed, kSpm, kUnclean, kTokensIn, kTokensOut, kDropped, kContinued, kWholeCut,
+            kNumStats };
 
 class Fim {
  public:
@@ -195,11 +197,14 @@ class Fim {
   // offsets and lengths [S] int32 of the sequences (documents); order [K] document ids; the
   // sample runs from (order position k0, offset off0) to (k1, off1) inclusive, i.e. its sample
   // index rows. The pieces are those of indices.sample_pieces: (order[k0], off0, ...) ..
-  // (order[k1], 0, off1 + 1), empty documents skipped. Longer than target: the tail is cut
-  // (dropped); shorter: the stored stream continues after the sample's last token (wrapping to
-  // the order's start).
-  // Returns (ids [target] int64, counters [kNumStats] int64, per piece [P, 5] int64 rows
-  // (document, start, end, output length, what: 0 as stored, 1 PSM, 2 SPM, 3 drawn but unclean)).
+  // (order[k1], 0, off1 + 1), empty documents skipped.
+  // Packing back to target (see fim_dataset.py): an excess is dropped first from the end of the
+  // last piece and then from the start of the first one when they are documents cut across
+  // contexts anyway, only then from the end of the whole documents before; a shortfall is
+  // filled by the stored stream after the sample's last token (wrapping to the order's start).
+  // Returns (ids [target] int64, counters [kNumStats] int64, per piece [P, 6] int64 rows
+  // (document, start, end of the stored tokens kept, output length, what: 0 as stored, 1 PSM,
+  // 2 SPM, 3 drawn but unclean; tokens of the piece dropped by the packing)).
   template <typename Tok, typename Idx>
   py::tuple sample(py::array_t<Tok, py::array::c_style> tokens, py::array_t<int64_t, py::array::c_style> pointers,
                    py::array_t<int32_t, py::array::c_style> lengths, py::array_t<Idx, py::array::c_style> order,
@@ -210,7 +215,8 @@ class Fim {
     Reader<Tok, Idx> rd{tokens.data(), static_cast<size_t>(tokens.size()), pointers.data(), lengths.data(),
                         static_cast<size_t>(lengths.size()), order.data(), static_cast<size_t>(order.size())};
     std::vector<int64_t> out;
-    std::vector<std::array<int64_t, 5>> pieces;
+    std::vector<std::array<int64_t, 6>> pieces;  // see the comment above
+    std::vector<uint8_t> whole;
     int64_t stats[kNumStats] = {0};
     {
       py::gil_scoped_release nogil;
@@ -219,12 +225,12 @@ class Fim {
       auto piece = [&](int64_t k, int64_t start, int64_t end) {
         const int64_t doc = rd.doc(k);
         const Tok* b = rd.span(doc, start, end);
-        const bool whole = start == 0 && end == rd.lengths[doc];
+        whole.push_back(start == 0 && end == rd.lengths[doc]);
         const size_t before = out.size();
-        const int kind = whole ? document(b, b + (end - start), seed, sample_id, pieces.size(), doc, rate,
-                                          spm_rate, st.get(), &out, stats)
-                               : (out.insert(out.end(), b, b + (end - start)), 0);
-        pieces.push_back({doc, start, end, static_cast<int64_t>(out.size() - before), kind});
+        const int kind = whole.back() ? document(b, b + (end - start), seed, sample_id, pieces.size(), doc, rate,
+                                                 spm_rate, st.get(), &out, stats)
+                                      : (out.insert(out.end(), b, b + (end - start)), 0);
+        pieces.push_back({doc, start, end, static_cast<int64_t>(out.size() - before), kind, 0});
       };
       if (k0 == k1) {
         piece(k0, off0, off1 + 1);
@@ -236,7 +242,24 @@ class Fim {
       }
       const size_t want = static_cast<size_t>(target);
       if (out.size() > want) {
-        stats[kDropped] = static_cast<int64_t>(out.size() - want);
+        int64_t excess = static_cast<int64_t>(out.size() - want);
+        stats[kDropped] = excess;
+        auto take = [&](std::array<int64_t, 6>& p) {
+          const int64_t n = std::min(excess, p[3]);
+          p[3] -= n;
+          p[5] += n;
+          excess -= n;
+          return n;
+        };
+        const size_t last = pieces.size() - 1;
+        if (last > 0 && !whole[last]) pieces[last][2] -= take(pieces[last]);  // a cut document's tail
+        if (last > 0 && !whole[0] && excess > 0) {                           // a cut document's head
+          const int64_t n = take(pieces[0]);
+          pieces[0][1] += n;
+          out.erase(out.begin(), out.begin() + n);
+        }
+        for (size_t k = last + 1; excess > 0 && k-- > 0;) take(pieces[k]);  // whole documents' tails
+        for (size_t k = 0; k <= last; ++k) stats[kWholeCut] += whole[k] && pieces[k][5] > 0;
         out.resize(want);
       }
       for (int64_t k = k1, start = off1 + 1; out.size() < want; ++k, start = 0) {  // rare: continue the stream
@@ -252,7 +275,7 @@ class Fim {
     }
     py::array_t<int64_t> counters(kNumStats);
     std::copy(stats, stats + kNumStats, counters.mutable_data());
-    py::array_t<int64_t> layout({static_cast<py::ssize_t>(pieces.size()), static_cast<py::ssize_t>(5)});
+    py::array_t<int64_t> layout({static_cast<py::ssize_t>(pieces.size()), static_cast<py::ssize_t>(6)});
     int64_t* l = layout.mutable_data();
     for (const auto& p : pieces) l = std::copy(p.begin(), p.end(), l);
     return py::make_tuple(to_array(out), counters, layout);

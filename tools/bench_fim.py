@@ -164,8 +164,17 @@ class MegatronStyleFim:
                 new = ([self.pre] + self.sp.encode(prefix) + [self.suf] + self.sp_infill.encode(suffix)
                        + [self.mid] + self.sp_infill.encode(middle) + [self.eot])
             out.append(np.array(head + new + tail, dtype=np.int64))
-        sample = np.concatenate(out)
         target = ds.seq_length + 1
+        excess = sum(map(len, out)) - target
+        if excess > 0 and len(out) > 1:  # dropped from the documents cut across contexts first
+            spans = packed.pieces(i)
+            (d0, s0, e0), (d1, s1, e1) = spans[0], spans[-1]
+            if not (s1 == 0 and e1 == sizes[d1]):
+                n = min(excess, len(out[-1]))
+                out[-1], excess = out[-1][:len(out[-1]) - n], excess - n
+            if not (s0 == 0 and e0 == sizes[d0]):
+                out[0] = out[0][min(excess, len(out[0])):]
+        sample = np.concatenate(out)
         if len(sample) < target:  # continue with the stored stream after the sample's end
             k, offset = (int(v) for v in packed.sample_index[int(packed.shuffle_index[i]) + 1])
             rest, order = [packed.indexed.get(int(packed.document_order[k]))[offset + 1:]], packed.document_order
@@ -331,7 +340,8 @@ def report(best: Dict[str, dict], workers: List[int]) -> None:
     c = m["counts"]
     print(f"FIM counters ({c['samples']} samples): {c['transformed']}/{c['eligible']} whole documents transformed, "
           f"{c['spm']} SPM; {c['dropped']} of {c['sample_tokens']} tokens dropped "
-          f"({100 * c['dropped'] / c['sample_tokens']:.3f}%), {c['continued']} read past sample ends")
+          f"({100 * c['dropped'] / c['sample_tokens']:.3f}%; {c['whole_cut']} whole documents shortened), "
+          f"{c['continued']} read past sample ends")
 
 
 def main() -> None:

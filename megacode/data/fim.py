@@ -30,11 +30,12 @@ import numpy as np
 
 from megacode.data.sample_view import Marker, register_part_marker
 
-STAT_NAMES = ("eligible", "transformed", "spm", "unclean", "tokens_in", "tokens_out", "dropped", "continued")
+STAT_NAMES = ("eligible", "transformed", "spm", "unclean", "tokens_in", "tokens_out", "dropped", "continued",
+              "whole_cut")
 """Counters csrc/fim.cpp returns per sample: whole documents seen, transformed, laid out SPM, left
 as stored because their ids do not decode to text losslessly; tokens of the transformed
-documents before and after; tokens cut to keep the sample at seq_length + 1 and tokens read
-past the sample's end to fill it."""
+documents before and after; tokens dropped to keep the sample at seq_length + 1, tokens read
+past the sample's end to fill it; whole documents the packing shortened."""
 
 
 def require_infill(tok, what: str = "FIM") -> None:

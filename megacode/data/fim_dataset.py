@@ -6,18 +6,21 @@ Sample i of the packed dataset is a run of (document, start, end) pieces. Whole 
 (start 0, end = its length: not cut across contexts) are transformed by csrc/fim.cpp with
 probability `rate`, the others are copied as stored. A transformed document changes length
 (4 special tokens, plus the tokens the split points cut), so the sample is packed back to
-exactly `seq_length + 1` tokens at its end:
+exactly `seq_length + 1` tokens, keeping the positions where the next samples start:
 
-- longer: the tail is cut. The cut tokens belong to the sample's last piece, a document already
-  cut across contexts (or, when the sample ends exactly at a document's end, that document):
-  they are the *dropped* tokens, counted and reported as a share of all sample tokens;
+- longer: the excess is *dropped* from the documents that are cut across contexts anyway: first
+  from the end of the sample's last piece, then from the start of its first piece; only when
+  those are too short, from the end of the whole documents before (a transformed one then loses
+  its <EOT>). Dropped tokens are counted and reported as a share of all sample tokens (with
+  documents of ~800 tokens at seq 4096, about 0.5%: tools/bench_fim.py);
 - shorter (rare: a re-encoding shorter than the stored ids): the stream continues past the
   sample's end (the tokens the next sample starts with; past the last epoch, the order's start).
 
-Documents that are not transformed are never altered. Every choice is a function of (seed,
-sample index, piece, document) (csrc/fim.cpp gives the formula), so any worker count, a resumed
-run and a re-sharded run read identical samples. Blends get one FimDataset per text component;
-`kind: dialog` (instruct) components and the synthetic stream are left alone.
+Documents that are not transformed are never altered, only shortened at the sample's ends.
+Every choice is a function of (seed, sample index, piece, document) (csrc/fim.cpp gives the
+formula), so any worker count, a resumed run and a re-sharded run read identical samples.
+Training and validation samples alike are transformed. Blends get one FimDataset per text
+component; `kind: dialog` (instruct) components and the synthetic stream are left alone.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ class FimStats:
         return (f"{c['transformed']}/{c['eligible']} whole documents transformed ({pct(c['transformed'], c['eligible'])}), "
                 f"{pct(c['spm'], c['transformed'])} of them SPM, {c['unclean']} left as stored (ids that do not "
                 f"decode losslessly); {c['dropped']} of {c['sample_tokens']} sample tokens dropped "
-                f"({pct(c['dropped'], c['sample_tokens'])}), {c['continued']} read past sample ends, "
-                f"over {c['samples']} samples")
+                f"({pct(c['dropped'], c['sample_tokens'])}; {c['whole_cut']} whole documents shortened), "
+                f"{c['continued']} read past sample ends, over {c['samples']} samples")
 
 
 class FimDataset:
@@ -151,23 +154,22 @@ class FimDataset:
         return self._build(i, stats)[0]
 
     def layout(self, i: int) -> List[Tuple[Tuple[int, int, int], int, int, str]]:
-        """Where each stored piece of sample i went: ((document, start, end), first, last + 1 sample
-        position, what was done: one of PIECE_KINDS, plus ", cut by the packing" when the tail
-        was cut); a shortfall read past the sample's end comes last as ((-1, 0, n), ...)."""
+        """Where each stored piece of sample i went: ((document, start, end of the stored tokens
+        kept), first, last + 1 sample position, what was done: one of PIECE_KINDS, plus the tokens
+        the packing dropped from it); a shortfall read past the sample's end comes last as
+        ((-1, 0, n), first, last + 1, "read past the sample end")."""
         _, pieces, counters = self._build(i, None)
-        target, pos, out = self.seq_length + 1, 0, []
-        for doc, start, end, n, kind in pieces.tolist():
-            if pos < target:
-                last = min(pos + n, target)
-                out.append(((doc, start, end), pos, last, PIECE_KINDS[kind] + ("" if last == pos + n else ", cut by the packing")))
+        pos, out = 0, []
+        for doc, start, end, n, kind, cut in pieces.tolist():
+            out.append(((doc, start, end), pos, pos + n, PIECE_KINDS[kind] + (f", {cut} dropped by the packing" if cut else "")))
             pos += n
         continued = int(counters[fim.STAT_NAMES.index("continued")])
         if continued:
-            out.append(((-1, 0, continued), target - continued, target, "read past the sample end"))
+            out.append(((-1, 0, continued), pos, pos + continued, "read past the sample end"))
         return out
 
     def _build(self, i: int, stats: Optional[FimStats]) -> tuple:
-        """(ids [seq_length + 1] int64, pieces [P, 5], counters) of sample i (one C++ call, GIL released)."""
+        """(ids [seq_length + 1] int64, pieces [P, 6], counters) of sample i (one C++ call, GIL released)."""
         n = len(self)
         i = int(i)
         if i < 0:

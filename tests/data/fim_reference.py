@@ -106,16 +106,33 @@ class Reference:
 
     def sample(self, ds, i: int) -> List[int]:
         """Sample i of FimDataset `ds`, re-derived from its packed dataset's arrays."""
+        return self.sample_parts(ds, i)[0]
+
+    def sample_parts(self, ds, i: int) -> tuple:
+        """(sample i's ids, per piece (document, start, end, whole, ids before packing, [lo, hi) kept))."""
         packed = ds.packed
         sizes = packed.indexed.sequence_lengths
-        out: List[int] = []
+        parts = []
         for k, (d, s, e) in enumerate(packed.pieces(i)):
             ids = packed.indexed.get(d, s, e - s).tolist()
             whole = s == 0 and e == sizes[d]
-            out += self.document(ids, ds.seed, i, k, d, ds.rate, ds.spm_rate) if whole else ids
+            full = self.document(ids, ds.seed, i, k, d, ds.rate, ds.spm_rate) if whole else ids
+            parts.append([d, s, e, whole, full, 0, len(full)])
         target = packed.seq_length + 1
-        if len(out) >= target:
-            return out[:target]
+        excess = sum(len(p[4]) for p in parts) - target
+        if excess >= 0:
+            # Dropped first from the documents cut across contexts at both ends, then from the end.
+            if len(parts) > 1 and not parts[-1][3]:
+                n = min(excess, parts[-1][6])
+                parts[-1][6], excess = parts[-1][6] - n, excess - n
+            if len(parts) > 1 and not parts[0][3]:
+                n = min(excess, parts[0][6])
+                parts[0][5], excess = n, excess - n
+            for p in reversed(parts):
+                n = min(excess, p[6] - p[5])
+                p[6], excess = p[6] - n, excess - n
+            return sum((p[4][p[5]:p[6]] for p in parts), []), parts
+        out = sum((p[4] for p in parts), [])
         # Short: continue with the stored stream after the sample's last token.
         row = int(packed.shuffle_index[i]) + 1
         k, offset = (int(v) for v in packed.sample_index[row])
@@ -124,7 +141,7 @@ class Reference:
         while len(out) + len(stream) < target:
             k = (k + 1) % len(order)
             stream += packed.indexed.get(int(order[k])).tolist()
-        return out + stream[:target - len(out)]
+        return out + stream[:target - len(out)], parts
 
     def parse(self, ids: List[int], spm_layout: bool) -> tuple:
         """(prefix, middle, suffix) texts of one transformed document's ids (no BOS/EOS); in SPM
