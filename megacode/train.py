@@ -48,22 +48,31 @@ def main(argv=None) -> int:
     # Megatron-Core warns at import that apex/TE are absent on CPU machines: expected, not news.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\..*")
     from megacode.distributed.init import destroy, init_model_parallel, init_process_group
+    from megacode.resilience.control import FaultControl
     from megacode.training.logger import setup_console
     from megacode.training.trainer import build_run, train
 
     setup_console(rank)
     init_process_group(cfg.parallel)
+    faults = None
     try:
+        faults = FaultControl.start(cfg)  # signal handlers, watchdog, exit-status file
         init_model_parallel(layout, cfg.seed)
         run = build_run(cfg, layout)
-        history = train(run)
+        history = train(run, faults)
         run.logger.close()
         if args.history_json and rank == 0:
             with open(args.history_json, "w") as handle:
                 json.dump([vars(step) for step in history], handle)
+    except Exception as err:
+        if faults is not None:
+            faults.on_exception(err)  # exits EXIT_PEER_FAILURE when a peer, not this rank, failed
+        raise
     finally:
+        if faults is not None:
+            faults.close()
         destroy()
-    return 0
+    return faults.exit_code  # megacode.resilience.exit_codes: 0 done, 42 requeue, 44 bad numerics
 
 
 if __name__ == "__main__":

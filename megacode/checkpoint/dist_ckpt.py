@@ -13,7 +13,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -21,12 +21,19 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-from megacode.checkpoint.tracker import read_tracker, step_dir, write_tracker
+from megacode.checkpoint.tracker import (TRACKER_NAME, check_shards, incomplete_reason, list_steps, mark_complete,
+                                         newest_complete, read_tracker, step_dir, write_tracker)
 from megacode.config import Layout
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# Where a save can be interrupted, in order (fault-injection tests kill ranks at each of them).
+SAVE_POINTS = ("begin", "written", "verified", "marked", "tracked")
+
+
+class CheckpointError(RuntimeError):
+    """A save finished writing but the checkpoint is not complete; the message names the file."""
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
@@ -137,35 +144,73 @@ def build_sharded_state_dict(model: list, optimizer, scheduler, state: TrainStat
 
 
 def save_checkpoint(root: str | Path, model: list, optimizer, scheduler, state: TrainState,
-                    layout: Layout, config_dict: dict) -> Path:
-    """All ranks call this. The tracker moves to this step only after every rank finished."""
+                    layout: Layout, config_dict: dict,
+                    on_point: Optional[Callable[[str], None]] = None) -> Path:
+    """All ranks call this. The tracker moves to this step only after every rank finished writing,
+    rank 0 found every shard at full length and wrote the completion marker (tracker.py).
+    `on_point(name)` is called at each of SAVE_POINTS (test fault hooks)."""
+    point = on_point or (lambda name: None)
     root = Path(root)
     target = step_dir(root, state.step)
-    if dist.get_rank() == 0:
+    rank0 = dist.get_rank() == 0
+    if rank0:
         root.mkdir(parents=True, exist_ok=True)
         if target.exists():  # leftovers of a save that died: never the latest, safe to replace
             shutil.rmtree(target)
         target.mkdir()
     dist.barrier()
+    point("begin")
     sharded = build_sharded_state_dict(model, optimizer, scheduler, state, layout, config_dict, is_loading=False)
     dist_checkpointing.save(sharded, str(target))
+    point("written")
     dist.barrier()
-    if dist.get_rank() == 0:
+    problem, sizes = check_shards(target) if rank0 else (None, {})
+    verdict = [problem]
+    dist.broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        raise CheckpointError(f"checkpoint {target} is incomplete after saving: {verdict[0]}")
+    point("verified")
+    if rank0:
+        mark_complete(target, state.step, dist.get_world_size(), sizes)
+    point("marked")
+    if rank0:
         write_tracker(root, state.step)
+    point("tracked")
     dist.barrier()
     return target
 
 
 def resolve_load_dir(root: str | Path, step: Optional[int]) -> Optional[Path]:
-    """The checkpoint directory for `step` (or the tracker's latest); None if there is none."""
-    if step is None:
-        step = read_tracker(root)
-        if step is None:
+    """The checkpoint directory for `step`, else the tracker's latest — or, when that one is
+    incomplete, the newest complete one (with a warning). None if there is no complete one."""
+    if step is not None:
+        target = step_dir(root, step)
+        reason = incomplete_reason(target)
+        if reason is not None:
+            raise FileNotFoundError(f"checkpoint step {step} is not usable: {reason}")
+        return target
+    try:
+        latest = read_tracker(root)
+    except ValueError as err:  # tracker names a directory that is gone
+        log.warning("%s; looking for the newest complete checkpoint instead", err)
+        latest = None
+    chosen = latest
+    if latest is not None:
+        reason = incomplete_reason(step_dir(root, latest))
+        if reason is not None:
+            log.warning("%s names step %d, which is incomplete (%s); falling back to the newest complete "
+                        "checkpoint", Path(root) / TRACKER_NAME, latest, reason)
+            chosen = None
+    if chosen is None:
+        chosen = newest_complete(root)
+        if chosen is None:
             return None
-    target = step_dir(root, step)
-    if not target.is_dir():
-        raise FileNotFoundError(f"checkpoint step {step} not found: {target} does not exist")
-    return target
+        if latest is not None or list_steps(root):
+            log.warning("resuming from %s", step_dir(root, chosen))
+    for newer in (s for s in list_steps(root) if s > chosen):
+        log.warning("ignoring %s: %s", step_dir(root, newer),
+                    incomplete_reason(step_dir(root, newer)) or "complete but never made the latest")
+    return step_dir(root, chosen)
 
 
 def read_common(ckpt_dir: str | Path) -> dict:
@@ -200,6 +245,9 @@ def load_checkpoint(ckpt_dir: str | Path, model: list, optimizer, scheduler, lay
     if with_optimizer:
         optimizer.load_state_dict(loaded["optimizer"])
     if scheduler is not None and common["scheduler"] is not None:
+        # Megatron's load_state_dict *adds* the saved step count (step(increment=num_steps)):
+        # right for a fresh scheduler only, so a rollback into a used one starts it from zero.
+        scheduler.num_steps = 0
         scheduler.load_state_dict(common["scheduler"])
     if with_rng:
         _set_rng_state(loaded["rng_state"])

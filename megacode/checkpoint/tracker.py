@@ -1,18 +1,28 @@
 """Where checkpoints live and which one is the latest.
 
 Layout (Megatron-LM's names): `{dir}/iter_0000020/` holds one checkpoint;
-`{dir}/latest_checkpointed_iteration.txt` names the newest complete one. The tracker is written
-last, atomically (temp file, fsync, rename, fsync of the directory), so a save that dies
-half-way never becomes the latest.
+`{dir}/latest_checkpointed_iteration.txt` names the newest complete one. A save ends with
+(1) every rank past a barrier, (2) rank 0 checking that every shard file the torch_dist metadata
+names is there at full length, (3) the completion marker `megacode_complete.json` (file list and
+sizes), (4) the tracker — each written atomically (temp file, fsync, rename, fsync of the
+directory). A save that dies anywhere before (4) never becomes the latest, and a directory that
+fails the check is skipped at resume with a warning, falling back to the newest complete one.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Optional
 
+log = logging.getLogger(__name__)
+
 TRACKER_NAME = "latest_checkpointed_iteration.txt"
+COMPLETE_MARKER = "megacode_complete.json"
+DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it last, after every shard
+MEGATRON_FILES = ("metadata.json", "common.pt")
 
 
 def step_dir(root: str | Path, step: int) -> Path:
@@ -27,15 +37,89 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_tracker(root: str | Path, step: int) -> None:
-    root = Path(root)
-    tmp = root / f".{TRACKER_NAME}.tmp.{os.getpid()}"
+def _write_atomic(directory: Path, name: str, text: str) -> None:
+    tmp = directory / f".{name}.tmp.{os.getpid()}"
     with open(tmp, "w") as handle:
-        handle.write(f"{step}\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, root / TRACKER_NAME)
-    _fsync_dir(root)
+    os.replace(tmp, directory / name)
+    _fsync_dir(directory)
+
+
+def write_tracker(root: str | Path, step: int) -> None:
+    _write_atomic(Path(root), TRACKER_NAME, f"{step}\n")
+
+
+def check_shards(ckpt_dir: str | Path) -> tuple[Optional[str], dict[str, int]]:
+    """(None, {file: size}) when every file the checkpoint needs is present at full length,
+    else (what is missing, {}). Reads the torch_dist metadata, not the tensors."""
+    ckpt_dir = Path(ckpt_dir)
+    for name in MEGATRON_FILES + (DCP_METADATA,):
+        if not (ckpt_dir / name).is_file():
+            return f"{ckpt_dir / name} is missing", {}
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(ckpt_dir)).read_metadata()
+    except Exception as err:  # noqa: BLE001 - a torn metadata file is an incomplete checkpoint
+        return f"{ckpt_dir / DCP_METADATA} is unreadable ({type(err).__name__}: {err})", {}
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    sizes = {}
+    for name, length in sorted(needed.items()):
+        path = ckpt_dir / name
+        size = path.stat().st_size if path.is_file() else -1
+        if size < length:
+            return (f"{path} is missing" if size < 0 else f"{path} holds {size} bytes, the metadata needs {length}"), {}
+        sizes[name] = size
+    for name in MEGATRON_FILES + (DCP_METADATA,):
+        sizes[name] = (ckpt_dir / name).stat().st_size
+    return None, sizes
+
+
+def mark_complete(ckpt_dir: str | Path, step: int, world_size: int, sizes: dict[str, int]) -> None:
+    """Rank 0, after check_shards passed and before the tracker moves (tools that write
+    checkpoints themselves call check_shards + mark_complete too)."""
+    _write_atomic(Path(ckpt_dir), COMPLETE_MARKER,
+                  json.dumps({"step": step, "world_size": world_size, "files": sizes}, indent=1) + "\n")
+
+
+def incomplete_reason(ckpt_dir: str | Path) -> Optional[str]:
+    """None when `ckpt_dir` is a complete checkpoint, else why not.
+
+    With a marker: every listed file at its recorded size (cheap: stat only). Without one (a
+    checkpoint written by another tool): the full shard check against the torch_dist metadata.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return f"{ckpt_dir} does not exist"
+    marker = ckpt_dir / COMPLETE_MARKER
+    if not marker.is_file():
+        return check_shards(ckpt_dir)[0]
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError) as err:
+        return f"{marker} is unreadable ({err})"
+    for name, size in files.items():
+        path = ckpt_dir / name
+        actual = path.stat().st_size if path.is_file() else -1
+        if actual != size:
+            return f"{path} is missing" if actual < 0 else f"{path} holds {actual} bytes, the marker says {size}"
+    return None
+
+
+def newest_complete(root: str | Path, below: Optional[int] = None) -> Optional[int]:
+    """The highest step (below `below`, if given) whose directory is a complete checkpoint."""
+    for step in reversed(list_steps(root)):
+        if below is not None and step >= below:
+            continue
+        reason = incomplete_reason(step_dir(root, step))
+        if reason is None:
+            return step
+        log.warning("skipping incomplete checkpoint %s: %s", step_dir(root, step), reason)
+    return None
 
 
 def read_tracker(root: str | Path) -> Optional[int]:

@@ -134,11 +134,17 @@ class TrainConfig:
     """Global batches per validation run."""
     exit_interval: int = 0
     """Stop (after saving) once this many steps ran in this process; 0 disables. Used by tests."""
+    exit_duration_minutes: float = 0.0
+    """Time budget of this process (from its start): once exceeded, every rank finishes the step,
+    saves and exits with the requeue code (megacode.resilience.exit_codes); 0 disables. Set it
+    below the allocation's wall time by more than one step plus one save."""
 
     def __post_init__(self) -> None:
         _require(self.iters >= 0, f"train.iters must be >= 0, got {self.iters}")
         _require(self.global_batch_tokens > 0, f"train.global_batch_tokens must be positive, got {self.global_batch_tokens}")
         _require(self.micro_batch_size >= 1, f"train.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        _require(self.exit_duration_minutes >= 0,
+                 f"train.exit_duration_minutes must be >= 0, got {self.exit_duration_minutes}")
 
 
 @dataclass
@@ -210,12 +216,16 @@ class CheckpointConfig:
     finetune: bool = False
     """Load weights only: fresh optimizer, schedule and step counter (a new recipe stage)."""
     keep_last: int = 0
-    """Keep only the newest K checkpoints (0 keeps all)."""
+    """Keep only the newest K complete checkpoints, plus those `keep_every` selects (0 keeps all).
+    The latest complete checkpoint is never deleted."""
+    keep_every: int = 0
+    """With keep_last > 0: also keep every checkpoint whose step is a multiple of this; 0: none."""
     save_at_end: bool = True
 
     def __post_init__(self) -> None:
         _require(self.interval >= 0, f"checkpoint.interval must be >= 0, got {self.interval}")
         _require(self.keep_last >= 0, f"checkpoint.keep_last must be >= 0, got {self.keep_last}")
+        _require(self.keep_every >= 0, f"checkpoint.keep_every must be >= 0, got {self.keep_every}")
 
 
 @dataclass
@@ -229,6 +239,66 @@ class LoggingConfig:
         _require(self.interval >= 1, f"logging.interval must be >= 1, got {self.interval}")
 
 
+BAD_STEP_POLICIES = ("skip", "rollback", "stop")
+
+
+@dataclass
+class FaultConfig:
+    """Preemption, dead or hung ranks, bad numerics (megacode.resilience)."""
+
+    preempt_signals: list = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    """Signals that mean "save and exit": every rank finishes the step, saves, exits with the
+    requeue code. SLURM: `--signal=USR1@120` warns 120 s before the end of the allocation."""
+    exit_status_file: Optional[str] = None
+    """Where rank 0 writes `<exit code>\n<reason>\n` before exiting (launchers read it: torchrun
+    exits 1 whatever its workers' codes); None = `{checkpoint.dir}/exit_status.txt` when there
+    is a checkpoint dir."""
+    heartbeat_interval_s: float = 5.0
+    """Each rank publishes (step, phase) to the rendezvous store this often; 0 disables the
+    dead/hung-rank watchdog."""
+    heartbeat_timeout_s: float = 60.0
+    """A peer whose heartbeat has not changed for this long is dead or frozen: the job stops with
+    a message naming it and what it was doing."""
+    stall_timeout_s: float = 1800.0
+    """A rank that stays in one phase (a step, evaluation, a save) this long is hung: the job stops
+    naming the rank(s) that are behind. Raise it for very slow checkpoint storage."""
+    on_bad_step: str = "skip"
+    """Loss or grad norm NaN/Inf, or a spike: `skip` the update (the data position still moves
+    past the batch), `rollback` to the latest checkpoint and drop the batch, or `stop`."""
+    max_bad_in_row: int = 5
+    """Stop (exit code for bad numerics) after this many bad steps with no good new step between."""
+    loss_spike_factor: float = 0.0
+    """A loss above this multiple of the mean of the last `spike_window` good losses is bad; 0 off."""
+    grad_norm_spike_factor: float = 0.0
+    """Same for the (pre-clipping) gradient norm; 0 off."""
+    spike_window: int = 50
+    """Good steps averaged for the spike checks; no spike check before the window is full."""
+    bad_steps_file: Optional[str] = None
+    """JSON lines, one per bad step: step, data position, sample ids and their documents (for
+    tools/inspect_data.py); None = `{checkpoint.dir}/bad_steps.jsonl` when there is one."""
+
+    def __post_init__(self) -> None:
+        import signal
+
+        for name in self.preempt_signals:
+            _require(isinstance(name, str) and isinstance(getattr(signal, name, None), signal.Signals)
+                     and name not in ("SIGKILL", "SIGSTOP"),
+                     f"fault.preempt_signals entries must be catchable signal names like SIGTERM, got {name!r}")
+        _require(self.heartbeat_interval_s >= 0, f"fault.heartbeat_interval_s must be >= 0, got {self.heartbeat_interval_s}")
+        _require(self.heartbeat_interval_s == 0 or self.heartbeat_timeout_s >= 2 * self.heartbeat_interval_s,
+                 f"fault.heartbeat_timeout_s must be at least twice heartbeat_interval_s, got "
+                 f"{self.heartbeat_timeout_s} and {self.heartbeat_interval_s}")
+        _require(self.stall_timeout_s > 0, f"fault.stall_timeout_s must be positive, got {self.stall_timeout_s}")
+        _require(self.on_bad_step in BAD_STEP_POLICIES,
+                 f"fault.on_bad_step must be one of {', '.join(BAD_STEP_POLICIES)}, got {self.on_bad_step!r}")
+        _require(self.max_bad_in_row >= 1, f"fault.max_bad_in_row must be >= 1, got {self.max_bad_in_row}")
+        _require(self.loss_spike_factor == 0 or self.loss_spike_factor > 1,
+                 f"fault.loss_spike_factor must be 0 (off) or > 1, got {self.loss_spike_factor}")
+        _require(self.grad_norm_spike_factor == 0 or self.grad_norm_spike_factor > 1,
+                 f"fault.grad_norm_spike_factor must be 0 (off) or > 1, got {self.grad_norm_spike_factor}")
+        _require(self.spike_window >= 1, f"fault.spike_window must be >= 1, got {self.spike_window}")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -239,6 +309,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
     seed: int = 1234
     """Seeds weights, data order and dropout; every random choice derives from it."""
 

@@ -2,15 +2,15 @@
 
 One optimizer step: every rank takes its micro-batches by global sample index, Megatron-Core's
 `get_forward_backward_func` runs 1F1B (or interleaved 1F1B with virtual stages, or no
-pipelining) with DDP gradient reduction, the (distributed) optimizer clips and steps, the
-scheduler advances. Losses are reduced so that every rank sees the global-batch mean.
+pipelining) with DDP gradient reduction, the (distributed) optimizer clips and steps unless the
+step's loss or gradient norm is bad (megacode.resilience.numerics), the scheduler advances.
+Losses are reduced so that every rank sees the global-batch mean. Between steps all ranks agree
+whether to stop for a preemption signal or the time budget (megacode.resilience).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -20,9 +20,15 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
+from megacode.checkpoint.retention import prune
 from megacode.config import Layout, RunConfig, get_flavor
 from megacode.data.loader import StepLoader
 from megacode.models.llama import build_model, transformer_config
+from megacode.resilience import inject
+from megacode.resilience import phase as phases
+from megacode.resilience.control import FaultControl
+from megacode.resilience.exit_codes import EXIT_OK, EXIT_REQUEUE
+from megacode.resilience.numerics import NumericsGuard, guarded_update
 from megacode.training.batches import chunk_iterators, step_microbatches
 from megacode.training.logger import MetricsLogger
 from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
@@ -31,18 +37,18 @@ from megacode.training.step import forward_step, reduce_step_loss
 
 log = logging.getLogger("megacode")
 
-# Fault injection for the resume tests: SIGKILL every rank right after this step completes.
-KILL_AFTER_STEP_ENV = "MEGACODE_TEST_KILL_AFTER_STEP"
-
 
 @dataclass
 class StepResult:
     step: int
-    loss: float
+    loss: Optional[float]
+    """Global-batch mean loss; None for a batch a rollback dropped (never computed)."""
     grad_norm: Optional[float]
     lr: float
     seconds: float
     skipped: bool = False
+    problems: list = field(default_factory=list)
+    """Why the update was withheld (NaN/Inf/spike); empty for a good step."""
 
 
 @dataclass
@@ -58,6 +64,10 @@ class Run:
     device: torch.device
     logger: MetricsLogger
     history: list = field(default_factory=list)
+    guard: Optional[NumericsGuard] = None
+    faults: Optional[FaultControl] = None
+    step_losses: list = field(default_factory=list)
+    """The last step's per-micro-batch losses (what a bad-step record is made from)."""
 
 
 def build_datasets(cfg: RunConfig, layout: Layout):
@@ -80,6 +90,7 @@ def build_run(cfg: RunConfig, layout: Layout) -> Run:
     train_data, valid_data = build_datasets(cfg, layout)
     logger = MetricsLogger(cfg.logging.dir, enabled=torch.distributed.get_rank() == 0)
     run = Run(cfg, layout, model, optimizer, scheduler, train_data, valid_data, TrainState(), device, logger)
+    run.guard = NumericsGuard(cfg.fault)
     _maybe_load(run)
     return run
 
@@ -100,16 +111,17 @@ def _maybe_load(run: Run) -> None:
     log.info("loaded %s%s: resuming at step %d, %d samples consumed", target,
              " (weights only, new stage)" if ckpt.finetune else "", run.state.step,
              run.state.consumed_train_samples)
+    run.guard.load_state_dict(run.state.extra.get("numerics"))
 
 
-def _forward_backward(run: Run, dataset, consumed: int, forward_only: bool) -> list:
+def _forward_backward(run: Run, dataset, consumed: int, forward_only: bool, step_func=forward_step) -> list:
     layout = run.layout
     if isinstance(dataset, StepLoader):  # prepared a step ahead in the background
         batches = dataset.get(consumed)
     else:
         batches = step_microbatches(dataset, consumed, layout, parallel_state.get_data_parallel_rank(), run.device)
     return get_forward_backward_func()(
-        forward_step_func=forward_step,
+        forward_step_func=step_func,
         data_iterator=chunk_iterators(batches, len(run.model)),
         model=run.model,
         num_microbatches=layout.num_microbatches,
@@ -120,20 +132,36 @@ def _forward_backward(run: Run, dataset, consumed: int, forward_only: bool) -> l
 
 
 def train_step(run: Run) -> StepResult:
+    """One optimizer step; a bad one (NaN/Inf/spike, numerics.py) leaves weights and optimizer
+    state untouched but still moves the data position past its batch."""
     start = time.perf_counter()
+    step, consumed = run.state.step + 1, run.state.consumed_train_samples
+    if run.faults is not None:
+        run.faults.phase(phases.STEP, step)
+    if run.guard.is_dropped(consumed):  # a rollback took this batch out of the data stream
+        return _advance(run, start, None, None, applied=False)
     for chunk in run.model:
         chunk.train()
         chunk.zero_grad_buffer()
     run.optimizer.zero_grad()
-    losses = _forward_backward(run, run.train_data, run.state.consumed_train_samples, forward_only=False)
-    updated, grad_norm, _ = run.optimizer.step()
-    if updated:
+    poison = inject.poison_for(step)
+    step_func = inject.poisoned(forward_step, poison) if poison else forward_step
+    run.step_losses = _forward_backward(run, run.train_data, consumed, forward_only=False, step_func=step_func)
+    loss, _tokens = reduce_step_loss(run.step_losses, run.device)
+    if run.faults is not None:
+        run.faults.phase(phases.OPTIMIZER, step)
+    outcome = guarded_update(run.optimizer, run.guard, loss, step, run.device)
+    if outcome.applied:
         run.scheduler.step(increment=1)
-    loss, _tokens = reduce_step_loss(losses, run.device)
+    return _advance(run, start, loss, outcome.grad_norm, outcome.applied, outcome.problems)
+
+
+def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=()) -> StepResult:
     run.state.step += 1
     run.state.consumed_train_samples += run.layout.global_batch_size
     lr = run.optimizer.param_groups[0]["lr"]
-    return StepResult(run.state.step, loss, grad_norm, lr, time.perf_counter() - start, skipped=not updated)
+    return StepResult(run.state.step, loss, grad_norm, lr, time.perf_counter() - start, skipped=not applied,
+                      problems=list(problems))
 
 
 @torch.no_grad()
@@ -144,6 +172,8 @@ def evaluate(run: Run) -> Optional[float]:
         return None
     for chunk in run.model:
         chunk.eval()
+    if run.faults is not None:
+        run.faults.phase(phases.EVAL, run.state.step)
     loss_sum, token_sum = 0.0, 0
     for index in range(run.cfg.train.eval_iters):
         losses = _forward_backward(run, run.valid_data, index * run.layout.global_batch_size, forward_only=True)
@@ -161,42 +191,69 @@ def _log_step(run: Run, result: StepResult, flops_token: float) -> None:
               "mfu": speed.mfu, "step_s": result.seconds, **memory_gib()}
     if result.skipped:
         values["skipped"] = 1
+    if run.guard is not None and run.guard.bad_total:
+        values["bad_steps"] = run.guard.bad_total
     run.logger.step(result.step, values)
 
 
 def save(run: Run) -> None:
-    path = save_checkpoint(run.cfg.checkpoint.dir, run.model, run.optimizer, run.scheduler, run.state,
-                           run.layout, run.cfg.to_dict())
+    ckpt = run.cfg.checkpoint
+    step, rank = run.state.step, torch.distributed.get_rank()
+    if run.faults is not None:
+        run.faults.phase(phases.SAVE, step)
+    run.state.extra["numerics"] = run.guard.state_dict()
+    path = save_checkpoint(ckpt.dir, run.model, run.optimizer, run.scheduler, run.state, run.layout,
+                           run.cfg.to_dict(), on_point=lambda point: inject.save_point(rank, step, point))
     log.info("saved checkpoint %s", path)
+    if rank == 0 and ckpt.keep_last:
+        prune(ckpt.dir, ckpt.keep_last, ckpt.keep_every)
 
 
-def train(run: Run) -> list[StepResult]:
-    """Run until `train.iters`; save on the interval and at the end. Returns this process's steps."""
+def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
+    """Run until `train.iters`; save on the interval and at the end. Stop early, after saving,
+    when all ranks agree on a preemption signal or the time budget; handle bad steps per
+    `fault.on_bad_step`. Returns this process's steps (a rollback repeats some); `faults.exit_code`
+    says how the run ended (megacode.resilience.exit_codes)."""
     cfg = run.cfg
+    faults = run.faults = faults or run.faults or FaultControl.passive(cfg)
     flavor = get_flavor(cfg.model.flavor)
     flops_token = flops_per_token(flavor, cfg.data.seq_length, run.layout.num_layers)
     log.info("layout TP%d PP%d VP%s DP%d | %d micro-batches of %d per step | pipeline bubble %.1f%%",
              run.layout.tp, run.layout.pp, run.layout.vp, run.layout.dp, run.layout.num_microbatches,
              run.layout.micro_batch_size,
              100 * pipeline_bubble(run.layout.pp, run.layout.num_microbatches, run.layout.vp))
-    kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0"))
     ran = 0
     saved_at = run.state.step
     while run.state.step < cfg.train.iters:
         result = train_step(run)
         run.history.append(result)
         ran += 1
-        if result.step % cfg.logging.interval == 0:
+        if result.step % cfg.logging.interval == 0 or result.problems:
             _log_step(run, result, flops_token)
+        if result.problems:
+            action = faults.bad_step(run, result, run.step_losses)
+            if action == "stop":
+                return run.history
+            if action == "rollback":
+                saved_at = run.state.step
+                continue
         if cfg.train.eval_interval and result.step % cfg.train.eval_interval == 0 and run.valid_data is not None:
             run.logger.step(result.step, {"loss": evaluate(run)}, prefix="valid")
         if cfg.checkpoint.dir and cfg.checkpoint.interval and result.step % cfg.checkpoint.interval == 0:
             save(run)
             saved_at = result.step
-        if kill_after and result.step == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        inject.after_step(result.step)
         if cfg.train.exit_interval and ran >= cfg.train.exit_interval:
             break
+        faults.phase(phases.IDLE, result.step)
+        stop = faults.stop_reason(run.device)  # every step: a signal may have reached only some ranks
+        if stop is not None:
+            if cfg.checkpoint.dir and saved_at != run.state.step:
+                save(run)
+            where = f"saved iter_{run.state.step:07d}" if cfg.checkpoint.dir else "no checkpoint.dir: nothing saved"
+            faults.finish(EXIT_REQUEUE, f"{stop}; {where}")
+            return run.history
     if cfg.checkpoint.dir and cfg.checkpoint.save_at_end and saved_at != run.state.step:
         save(run)
+    faults.finish(EXIT_OK, f"finished at step {run.state.step}")
     return run.history
