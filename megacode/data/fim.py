@@ -16,6 +16,14 @@ The prompts are those of Meta's codellama `llama/generation.py` (`infilling_prom
 BOS first, the suffix through `encode_infilling`); generation stops at <EOT> and the middle is
 decoded without the implicit space (`decode_infilling`). Special tokens go in by id, never as text.
 
+Text from stored ids: the datasets hold ids, so a document's text is `decode(ids)`. For the
+byte-fallback, identity-normalized Llama models decode(encode(t)) == t, except that a literal
+"▁" (U+2581) in t comes back as a space (SentencePiece escapes spaces to it when encoding, so the
+stored ids already say space); the transform works on decode(ids) and parts decode back to it.
+Ids that do not decode losslessly (<unk> without byte fallback, BOS/EOS or other control pieces
+inside a document, byte pieces that are not valid UTF-8: ids not made by encoding text) leave
+the document as stored; a leading BOS and trailing EOS frame it and stay around the layout.
+
 The training transform runs in C++ (csrc/fim.cpp: decoding the stored ids, the random choices,
 the layouts, and the BPE core of csrc/spm_bpe.h, GIL released); `megacode.data.fim_dataset`
 applies it to packed samples. This module also marks FIM parts for tools/inspect_data.py.

@@ -46,7 +46,7 @@ PIECE_KINDS = ("as stored", "FIM PSM", "FIM SPM", "as stored (drawn, but its ids
 class FimStats:
     """Running counters (thread-safe), named in COUNTER_NAMES: samples and their tokens, then the
     C++ counters of `fim.STAT_NAMES` (`dropped`: tokens cut to keep samples at seq_length + 1,
-    `continued`: tokens read past a sample's end)."""
+    `continued`: tokens read past a sample's end, `whole_cut`: whole documents shortened)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -259,9 +259,8 @@ def with_fim(data_cfg, train, valid):
     if not parts:
         log.warning("data.fim.enabled=true but no text dataset to transform (dialog data only): FIM does nothing")
         return train, valid
-    log.info("data: FIM on %d dataset(s), rate %.3g, SPM %.3g, tokens %s=%d %s=%d %s=%d %s=%d; probe: %s",
-             len(parts), rate, spm_rate, "<PRE>", tok.pre_id, "<SUF>", tok.suf_id, "<MID>", tok.mid_id,
-             "<EOT>", tok.eot_id, probe(train).describe())
+    log.info("data: FIM on %d dataset(s), rate %.3g, SPM %.3g, ids <PRE> %d <SUF> %d <MID> %d <EOT> %d; probe: %s",
+             len(parts), rate, spm_rate, tok.pre_id, tok.suf_id, tok.mid_id, tok.eot_id, probe(train).describe())
     return train, valid
 
 
