@@ -5,7 +5,8 @@ samples file without any model. Every program runs in megacode's sandbox.
     python tools/evaluate.py humaneval --model HF_DIR [--config configs/eval/humaneval_greedy.yaml]
     python tools/evaluate.py humaneval --samples FILE [--k 1,10,100]     # writes FILE_results.jsonl
     python tools/evaluate.py mbpp --mbpp mbpp.jsonl --model HF_DIR
-    python tools/evaluate.py infill ...          # not available yet: says what is missing
+    python tools/evaluate.py infill --model HF_DIR --samples PROBLEMS.jsonl [--out DIR]   # human-eval-infilling
+                                                 # format; greedy pass@1 for the PSM and SPM layouts
 
 Extra `section.key=value` arguments override the config (e.g. generation.batch_size=16).
 """
@@ -32,7 +33,7 @@ def parse_args(argv):
     parser.add_argument("mode", choices=("humaneval", "mbpp", "infill"))
     parser.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     parser.add_argument("--config", help="YAML file (configs/eval/*.yaml)")
-    source = parser.add_mutually_exclusive_group()
+    source = parser.add_argument_group("source (one of them; infill takes --model and --samples PROBLEMS.jsonl)")
     source.add_argument("--model", help="Hugging Face causal LM directory")
     source.add_argument("--samples", help="score this human-eval format JSONL (task_id, completion) without a model")
     source.add_argument("--megacode-checkpoint", help="megacode checkpoint: exported to OUT/hf first, then evaluated")
@@ -47,7 +48,11 @@ def parse_args(argv):
     parser.add_argument("--limit", type=int, help="only the first N problems")
     parser.add_argument("--out", help="output directory")
     parser.add_argument("--partial", action="store_true", help="with --samples: allow problems without samples")
-    return parser.parse_intermixed_args(argv)  # overrides may come after the options
+    args = parser.parse_intermixed_args(argv)  # overrides may come after the options
+    given = [name for name in ("model", "samples", "megacode_checkpoint") if getattr(args, name)]
+    if len(given) > 1 and not (args.mode == "infill" and given == ["model", "samples"]):
+        parser.error("give only one of --model, --samples, --megacode-checkpoint")
+    return args
 
 
 def main(argv=None) -> int:
@@ -55,7 +60,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.mode == "infill":
-            hooks.evaluate_infilling(args.model or "", args.samples or "")
+            return infill(args)
         if args.megacode_checkpoint:  # evaluate its Hugging Face export
             args.model = str(hooks.export_megacode_checkpoint(args.megacode_checkpoint, args.out or "runs/eval"))
         values = {"benchmark": args.mode, "model": args.model, "mbpp_path": args.mbpp, "limit": args.limit,
@@ -80,6 +85,22 @@ def main(argv=None) -> int:
         return 2
     print(table)
     print(json.dumps({f"pass@{k}": round(v, 6) for k, v in scored.pass_at.items()}))
+    return 0
+
+
+def infill(args) -> int:
+    from megacode.eval.generate import GenerationSettings
+    from megacode.eval.sandbox_config import SandboxConfig
+
+    settings = GenerationSettings(**({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
+                                  **({"batch_size": args.batch_size} if args.batch_size else {}))
+    sandbox = SandboxConfig(timeout_s=args.timeout or 10.0, **({} if args.workers is None else {"workers": args.workers}))
+    out = args.out or "runs/eval-infill"
+    summary = hooks.evaluate_infilling(args.model or "", args.samples or "", output_dir=out, settings=settings,
+                                       sandbox_config=sandbox, limit=args.limit)
+    print(f"outputs: {out}")
+    print(summary["table"])
+    print(json.dumps({f"pass@1 {m}": round(v, 6) for m, v in summary["pass@1"].items()}))
     return 0
 
 

@@ -3,7 +3,7 @@
 - Infilling (Code Llama §3.2, PSM and SPM prompts): `infill_prompt_ids` and `infill_completion`
   come from megacode.data.fim (`infill_prompt(tok, prefix, suffix, spm)`: BOS, then the inference
   layout of DESIGN.md §1; `infill_text`: the generation cut at <EOT>, decoded without the
-  implicit space). The benchmark loop around them (`evaluate_infilling`) is not written yet.
+  implicit space). The benchmark loop around them is `evaluate_infilling` (megacode.eval.infilling).
 - Evaluating a megacode checkpoint: `export_megacode_checkpoint` exports it as a Hugging Face
   directory (megacode.convert, the code behind `tools/convert_checkpoint.py megacode-to-hf`),
   which `HFGenerator` then loads like any other model.
@@ -34,15 +34,14 @@ def infill_completion(tokenizer, generated_ids: Sequence[int]) -> str:
 
 
 def evaluate_infilling(model_dir: str, problems_path: str, modes: Sequence[str] = ("psm", "spm"),
-                       output_dir: str = "runs/eval-infill") -> dict:
-    """Infilling pass@1 per prompt layout (`psm`, `spm`) on single-line/multi-line infilling
-    problems. Not implemented: it will generate from `infill_prompt_ids`, stop at <EOT>
-    (`infill_completion`), and score prefix + middle + suffix with `megacode.eval.problems.score`."""
-    raise FeatureMissing("infilling evaluation is not wired up yet: prompts come from "
-                         "megacode.data.fim.infill_prompt(tok, prefix, suffix, spm) and completions are cut at "
-                         "<EOT> by megacode.data.fim.infill_text, but the benchmark loop (generation from token ids, "
-                         "infilling problems, sandboxed scoring) in megacode.eval.hooks.evaluate_infilling is still "
-                         "to be written")
+                       output_dir: str = "runs/eval-infill", **options) -> dict:
+    """Greedy infilling pass@1 per prompt layout (`psm`, `spm`) on human-eval-infilling format
+    problems: generation from `infill_prompt_ids`, cut at <EOT> (`infill_completion`), prefix +
+    middle + suffix scored with `megacode.eval.problems.score`. See megacode.eval.infilling;
+    `options`: settings (GenerationSettings), sandbox_config, limit."""
+    from megacode.eval.infilling import evaluate_infilling as run
+
+    return run(model_dir, problems_path, modes, output_dir, **options)
 
 
 def export_megacode_checkpoint(checkpoint_dir: str, out_dir: str) -> Path:
