@@ -1,7 +1,7 @@
 """Train and validation datasets from a `DataConfig` (the one place the data config is read).
 
 `data.paths` is the blend ({path, weight} per dataset; `kind: dialog` marks an instruct dataset
-whose samples carry a loss mask, see megacode/instruct/dataset.py). Validation uses `data.valid_paths` when
+whose samples carry a loss mask, see megacode/data/dialog_dataset.py). Validation uses `data.valid_paths` when
 given (all their documents), else the `data.split` tail of each training dataset, blended with
 the same weights over the datasets whose tail is not empty. Each component gets its own seed,
 derived from the run seed, the split name and its position, and exactly the number of samples
@@ -20,7 +20,7 @@ from megacode.data.blend import BlendedDataset
 from megacode.data.gpt_dataset import PackedDataset, split_documents
 from megacode.data.index_cache import derive_seed
 from megacode.data.indexed import IndexedDataset
-from megacode.instruct.dataset import DialogDataset, entry_kind
+from megacode.data.dialog_dataset import DialogDataset, entry_kind
 
 
 def _entries(paths: Sequence[dict]) -> List[Tuple[str, float]]:

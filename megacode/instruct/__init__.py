@@ -9,7 +9,7 @@ blended with the rehearsal share of stage 1's text datasets.
 """
 
 from megacode.instruct.chat import DialogError, RenderedDialog, inference_prompt, render
-from megacode.instruct.dataset import LOSS_MASK_SUFFIX, PATH_KINDS, DialogDataset, entry_kind, mask_prefix
+from megacode.data.dialog_dataset import LOSS_MASK_SUFFIX, PATH_KINDS, DialogDataset, entry_kind, mask_prefix
 
 __all__ = ["DialogDataset", "DialogError", "LOSS_MASK_SUFFIX", "PATH_KINDS", "RenderedDialog", "entry_kind",
            "inference_prompt", "mask_prefix", "render"]

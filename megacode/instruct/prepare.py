@@ -7,7 +7,7 @@ bring their own:
 
 (`source` is optional and only counted). Each dialog is rendered with the Llama 2 chat template
 (`megacode.instruct.chat`) and written as one document of two parallel indexed datasets,
-`PREFIX` (ids) and `PREFIX_lossmask` (uint8), see `megacode.instruct.dataset`. Dialogs that break
+`PREFIX` (ids) and `PREFIX_lossmask` (uint8), see `megacode.data.dialog_dataset`. Dialogs that break
 the format (roles out of order, a template tag inside a message, an empty message, a last message
 from the user, bad JSON) are skipped and counted by reason, and written with their file and line
 to `rejects` when asked. A summary goes to `PREFIX.instruct.json`. Inputs are read in the order
@@ -33,7 +33,7 @@ import numpy as np
 
 from megacode.data.indexed import IndexedDatasetWriter, best_dtype
 from megacode.instruct.chat import DialogError, render
-from megacode.instruct.dataset import mask_prefix
+from megacode.data.dialog_dataset import mask_prefix
 
 log = logging.getLogger("megacode")
 

@@ -105,7 +105,7 @@ def _check_megatron(cfg: RunConfig, layout: Layout) -> None:
 
 
 def _data_notes(cfg: RunConfig) -> List[str]:
-    from megacode.instruct.dataset import entry_kind
+    from megacode.data.dialog_dataset import entry_kind
 
     notes = []
     entries = list(cfg.data.paths) + list(cfg.data.valid_paths)
