@@ -1,7 +1,7 @@
 """What a bad step is logged with: step, data position, sample ids, micro-batch losses, documents.
 
 The global batch of the step that starts after `consumed` samples is exactly the sample ids
-[consumed, consumed + global batch) (see `megacode.training.batches`). Per micro-batch losses
+[consumed, consumed + global batch) (see `megacode.data.batching`). Per micro-batch losses
 (gathered only for bad steps) narrow it down: a micro-batch whose loss is NaN/Inf, or for a
 spike the one with the highest loss per token, is reported with the documents its samples are
 cut from — (dataset prefix, document id, start, end) from the dataset's `pieces` — so
@@ -71,7 +71,7 @@ def documents(dataset, indices: list[int]) -> dict[int, Optional[list]]:
 def describe(step: int, consumed: int, layout, losses_reduced: list, dataset, problems: list[str],
              loss: float, grad_norm: Optional[float], device) -> dict:
     """All ranks (collective inside); the record rank 0 logs and writes."""
-    from megacode.training.batches import sample_indices
+    from megacode.data.batching import sample_indices
 
     table = microbatch_losses(losses_reduced, layout, device)
     spike = any("spike" in p for p in problems)
