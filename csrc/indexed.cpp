@@ -41,6 +41,10 @@ namespace {
 constexpr char kMagic[9] = {'M', 'M', 'I', 'D', 'I', 'D', 'X', '\0', '\0'};
 constexpr uint64_t kVersion = 1;
 
+// dtypes compared by type number, not identity: arrays unpickled in another process carry
+// their own dtype object.
+inline bool same_dtype(const py::dtype& a, const py::dtype& b) { return a.num() == b.num(); }
+
 // Itemsize of a Megatron dtype code, 0 for an unknown code.
 size_t itemsize_of(int code) {
   switch (code) {
@@ -104,8 +108,8 @@ class BinWriter {
       throw std::invalid_argument("lengths sum to " + std::to_string(total) + " but tokens has " +
                                   std::to_string(n_tok) + " entries");
     const bool native = static_cast<size_t>(tokens.itemsize()) == itemsize_ && same_kind(tokens.dtype());
-    const bool from32 = tokens.dtype().is(py::dtype::of<int32_t>());
-    if (!native && !from32 && !tokens.dtype().is(py::dtype::of<int64_t>()))
+    const bool from32 = same_dtype(tokens.dtype(), py::dtype::of<int32_t>());
+    if (!native && !from32 && !same_dtype(tokens.dtype(), py::dtype::of<int64_t>()))
       throw std::invalid_argument("tokens must be int32, int64 or the dataset dtype");
 
     std::string error;
@@ -147,12 +151,12 @@ class BinWriter {
  private:
   bool same_kind(const py::dtype& dt) const {
     switch (code_) {
-      case 1: return dt.is(py::dtype::of<uint8_t>());
-      case 2: return dt.is(py::dtype::of<int8_t>());
-      case 3: return dt.is(py::dtype::of<int16_t>());
-      case 4: return dt.is(py::dtype::of<int32_t>());
-      case 5: return dt.is(py::dtype::of<int64_t>());
-      case 8: return dt.is(py::dtype::of<uint16_t>());
+      case 1: return same_dtype(dt, py::dtype::of<uint8_t>());
+      case 2: return same_dtype(dt, py::dtype::of<int8_t>());
+      case 3: return same_dtype(dt, py::dtype::of<int16_t>());
+      case 4: return same_dtype(dt, py::dtype::of<int32_t>());
+      case 5: return same_dtype(dt, py::dtype::of<int64_t>());
+      case 8: return same_dtype(dt, py::dtype::of<uint16_t>());
       default: return false;
     }
   }

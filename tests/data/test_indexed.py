@@ -232,3 +232,16 @@ def test_corrupt_files_raise_clear_error(tmp_path, name):
     assert message.startswith(prefix + named), message
     assert words in message, message
     assert isinstance(err.value, ValueError)
+
+
+def test_writer_accepts_arrays_unpickled_from_another_process(tmp_path):
+    # Worker processes send token arrays back pickled; their dtype objects are copies, not numpy's
+    # singletons, and must still be recognised (int64 conversion path and native uint16 path).
+    import pickle
+
+    prefix = str(tmp_path / "unpickled")
+    with IndexedDatasetWriter(prefix, dtype=np.uint16) as writer:
+        writer.add_documents(pickle.loads(pickle.dumps(np.arange(10, dtype=np.uint16))), np.array([4, 6]))
+        writer.add_documents(pickle.loads(pickle.dumps(np.arange(3, dtype=np.int64))), np.array([3]))
+    ds = IndexedDataset(prefix)
+    assert [list(ds[i]) for i in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9], [0, 1, 2]]
