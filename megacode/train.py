@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     faults = None
     try:
         faults = FaultControl.start(cfg)  # signal handlers, watchdog, exit-status file
-        init_model_parallel(layout, cfg.seed)
+        init_model_parallel(layout, cfg.seed, cfg.parallel.timeout_minutes)
         run = build_run(cfg, layout)
         history = train(run, faults)
         run.logger.close()

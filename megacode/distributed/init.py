@@ -45,8 +45,11 @@ def init_process_group(parallel: ParallelConfig) -> None:
     )
 
 
-def init_model_parallel(layout: Layout, seed: int) -> None:
-    """Megatron parallel_state groups for the layout, then the model-parallel RNG seeds."""
+def init_model_parallel(layout: Layout, seed: int, timeout_minutes: int = 10) -> None:
+    """Megatron parallel_state groups for the layout, then the model-parallel RNG seeds.
+
+    `timeout_minutes` (parallel.timeout_minutes) bounds every subgroup's collectives too, so a
+    dead peer stops TP/PP/DP collectives as soon as the world group's would."""
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
@@ -56,6 +59,7 @@ def init_model_parallel(layout: Layout, seed: int) -> None:
         tensor_model_parallel_size=layout.tp,
         pipeline_model_parallel_size=layout.pp,
         virtual_pipeline_model_parallel_size=layout.vp,
+        distributed_timeout_minutes=timeout_minutes,
     )
     seed_everything(seed)
     model_parallel_cuda_manual_seed(seed)

@@ -46,7 +46,8 @@ def test_slurm_stage_dry_run_prints_the_srun_torchrun_command(stage):
               env={"DRY_RUN": "1", "SLURM_NNODES": str(nodes)}).stdout.strip()
     expected = (f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 --nodes={nodes} python -m torch.distributed.run "
                 f"--nnodes={nodes} --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:29500 "
-                f"--rdzv-id=local -m megacode.train --config configs/codellama-7b/{stage}.yaml "
+                f"--rdzv-id=local --signals-to-handle=SIGTERM\\,SIGINT\\,SIGHUP\\,SIGQUIT\\,SIGUSR1 "  # printf %q escapes commas
+                f"-m megacode.train --config configs/codellama-7b/{stage}.yaml fault.exit_status_file=logs/exit_status-local.txt "
                 f"checkpoint.dir=runs/codellama-7b/{stage}/checkpoints "
                 f"logging.dir=runs/codellama-7b/{stage}/tensorboard "
                 f"checkpoint.load=runs/codellama-7b/{FROM[stage]}/checkpoints checkpoint.finetune=true "
