@@ -24,7 +24,7 @@ from megacode.eval.problems import score_samples_file, summary_table
 from megacode.eval.runner import load_problems, run_benchmark
 from megacode.eval.sandbox import Sandbox
 from megacode.eval.sandbox_config import SandboxError
-from megacode.eval.yaml_config import load
+from megacode.config.loader import load_dataclass as load
 
 
 def parse_args(argv):

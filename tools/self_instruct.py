@@ -17,7 +17,7 @@ import logging
 import sys
 
 from megacode.eval.sandbox_config import SandboxError
-from megacode.eval.yaml_config import load
+from megacode.config.loader import load_dataclass as load
 from megacode.selfinstruct.config import SelfInstructConfig
 from megacode.selfinstruct.pipeline import parse_stages, run
 

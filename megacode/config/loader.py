@@ -113,16 +113,26 @@ def build_dataclass(cls: type, values: dict, where: str) -> Any:
     return cls(**kwargs)
 
 
-def load_config(path: Optional[str | Path], overrides: Iterable[str] = ()) -> RunConfig:
-    """Read `path` (may be None for all defaults), apply overrides, validate, return RunConfig."""
+def load_dataclass(cls: type, path: Optional[str | Path] = None, overrides: Iterable[str] = (),
+                   values: Optional[dict] = None):
+    """`cls` from the YAML file (optional), then `values` (dotted keys from CLI flags; None
+    skipped), then `key=value` overrides; validated by the dataclasses themselves."""
     tree: dict = _read_yaml(Path(path).resolve()) if path is not None else {}
+    for dotted, value in (values or {}).items():
+        if value is not None:
+            _set_dotted(tree, dotted.split("."), value)
     for text in overrides:
         keys, value = parse_override(text)
         _set_dotted(tree, keys, value)
     try:
-        return build_dataclass(RunConfig, tree, "")
+        return build_dataclass(cls, tree, "")
     except TypeError as err:  # a section given a scalar, etc.
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{path or 'config'}: {err}") from None
+
+
+def load_config(path: Optional[str | Path], overrides: Iterable[str] = ()) -> RunConfig:
+    """Read `path` (may be None for all defaults), apply overrides, validate, return RunConfig."""
+    return load_dataclass(RunConfig, path, overrides)
 
 
 def config_from_dict(tree: dict) -> RunConfig:
