@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from megacode.eval.generate import GenerationSettings
-from megacode.eval.problems import Problem, Sample, Scored, score, write_jsonl
+from megacode.eval.problems import Problem, Sample, Scored, jsonl_rows, score, write_jsonl
 from megacode.eval.sandbox import Sandbox
 from megacode.eval.sandbox_config import SandboxConfig
 
@@ -44,28 +44,18 @@ class InfillProblem(Problem):
 
 def load_infilling_problems(path: str | Path, limit: Optional[int] = None) -> list[InfillProblem]:
     """Problems from a human-eval-infilling JSONL file (plain or .gz)."""
-    import gzip
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"infilling problems file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
     problems: list[InfillProblem] = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            missing = [k for k in REQUIRED if not isinstance(row, dict) or not isinstance(row.get(k), str)]
-            if missing:
-                raise ValueError(f"{path}:{number}: an infilling problem needs string fields {list(REQUIRED)}; "
-                                 f"missing or not strings: {missing}")
-            test = row["test"] + f"\ncheck({row['entry_point']})\n"
-            problems.append(InfillProblem(row["task_id"], row["prompt"], row["prompt"], "\n" + test,
-                                          suffix=row["suffix"]))
+    for number, row in jsonl_rows(path):
+        missing = [k for k in REQUIRED if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+        if missing:
+            raise ValueError(f"{path}:{number}: an infilling problem needs string fields {list(REQUIRED)}; "
+                             f"missing or not strings: {missing}")
+        test = row["test"] + f"\ncheck({row['entry_point']})\n"
+        problems.append(InfillProblem(row["task_id"], row["prompt"], row["prompt"], "\n" + test,
+                                      suffix=row["suffix"]))
     if not problems:
         raise ValueError(f"{path}: no problems")
     return problems[:limit] if limit else problems

@@ -14,11 +14,10 @@ nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from megacode.eval.problems import Problem
+from megacode.eval.problems import Problem, jsonl_rows
 
 SHOT_IDS = (2, 3, 4)
 TEST_IDS = range(11, 511)
@@ -43,22 +42,15 @@ def read_mbpp(path: Path) -> dict[int, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"MBPP file not found: {path}")
     rows: dict[int, dict] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            for key, kind in REQUIRED.items():
-                if not isinstance(row.get(key), kind) or isinstance(row.get(key), bool):
-                    raise ValueError(f"{path}:{number}: field {key!r} must be {kind.__name__}, got {row.get(key)!r:.80}")
-            if not all(isinstance(t, str) for t in row["test_list"]):
-                raise ValueError(f"{path}:{number}: test_list must hold strings")
-            if row["task_id"] in rows:
-                raise ValueError(f"{path}:{number}: task_id {row['task_id']} appears twice")
-            rows[row["task_id"]] = row
+    for number, row in jsonl_rows(path):
+        for key, kind in REQUIRED.items():
+            if not isinstance(row.get(key), kind) or isinstance(row.get(key), bool):
+                raise ValueError(f"{path}:{number}: field {key!r} must be {kind.__name__}, got {row.get(key)!r:.80}")
+        if not all(isinstance(t, str) for t in row["test_list"]):
+            raise ValueError(f"{path}:{number}: test_list must hold strings")
+        if row["task_id"] in rows:
+            raise ValueError(f"{path}:{number}: task_id {row['task_id']} appears twice")
+        rows[row["task_id"]] = row
     return rows
 
 

