@@ -20,7 +20,7 @@ EXTENSIONS = [
     Pybind11Extension("megacode._indexed", ["csrc/indexed.cpp"], extra_compile_args=CXX_FLAGS),
     Pybind11Extension("megacode._indices", ["csrc/indices.cpp"], extra_compile_args=CXX_FLAGS),
     Pybind11Extension("megacode._tokenize", ["csrc/tokenize.cpp"], extra_compile_args=CXX_FLAGS,
-                      depends=["csrc/spm_bpe.h", "csrc/spm_model.h"]),  # rebuild when a header changes
+                      depends=["csrc/spm_bpe.h", "csrc/spm_model.h", "csrc/jsonl_scan.h"]),  # rebuild when a header changes
     Pybind11Extension("megacode._fim", ["csrc/fim.cpp"], extra_compile_args=CXX_FLAGS,
                       depends=["csrc/spm_bpe.h", "csrc/spm_model.h"]),
 ]

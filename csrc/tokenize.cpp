@@ -6,6 +6,7 @@
 // (megacode/tokenizer/fast.py) checks arguments and ranges; this layer only converts.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <atomic>
 #include <exception>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "jsonl_scan.h"
 #include "spm_bpe.h"
 
 namespace py = pybind11;
@@ -123,6 +125,57 @@ class Encoder {
     return py::make_tuple(tokens, lengths);
   }
 
+  // A chunk of JSONL (whole lines; a last line may lack its '\n') -> (status uint8 [lines],
+  // [tokens int32 per key], [lengths int64 per key]). status[i]: 0 kept (document j of the
+  // arrays is the j-th kept line), 1 blank, 2 for Python to judge (jsonl_scan.h). One thread,
+  // GIL released throughout: preprocessing threads run chunks side by side.
+  py::tuple encode_jsonl(const py::bytes& data, const std::vector<std::string>& keys, bool dummy_prefix,
+                         int prefix_id, int suffix_id) {
+    char* buffer = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_AsStringAndSize(data.ptr(), &buffer, &size) != 0) throw py::error_already_set();
+    if (keys.empty()) throw py::value_error("encode_jsonl needs at least one key");
+    const size_t nkeys = keys.size();
+    std::vector<uint8_t> status;
+    std::vector<std::vector<int32_t>> tokens(nkeys);
+    std::vector<std::vector<int64_t>> lengths(nkeys);
+    {
+      py::gil_scoped_release nogil;
+      auto st = acquire();
+      megacode::jsonl::LineFields fields;
+      std::string_view rest(buffer, static_cast<size_t>(size));
+      while (!rest.empty()) {
+        const size_t cut = rest.find('\n');
+        const std::string_view line = rest.substr(0, cut);
+        rest = cut == std::string_view::npos ? std::string_view() : rest.substr(cut + 1);
+        const auto verdict = megacode::jsonl::scan_line(line, keys, &fields);
+        status.push_back(verdict);
+        if (verdict != megacode::jsonl::kKept) continue;
+        for (size_t k = 0; k < nkeys; ++k) {
+          auto& buf = tokens[k];
+          const size_t start = buf.size();
+          if (prefix_id >= 0) buf.push_back(prefix_id);
+          enc_->encode(fields.values[k], dummy_prefix, st.get(), &buf);
+          if (suffix_id >= 0) buf.push_back(suffix_id);
+          lengths[k].push_back(static_cast<int64_t>(buf.size() - start));
+        }
+      }
+      release(std::move(st));
+    }
+    py::array_t<uint8_t> status_array(static_cast<py::ssize_t>(status.size()));
+    std::copy(status.begin(), status.end(), status_array.mutable_data());
+    py::list token_arrays, length_arrays;
+    for (size_t k = 0; k < nkeys; ++k) {
+      py::array_t<int32_t> t(static_cast<py::ssize_t>(tokens[k].size()));
+      std::copy(tokens[k].begin(), tokens[k].end(), t.mutable_data());
+      py::array_t<int64_t> l(static_cast<py::ssize_t>(lengths[k].size()));
+      std::copy(lengths[k].begin(), lengths[k].end(), l.mutable_data());
+      token_arrays.append(t);
+      length_arrays.append(l);
+    }
+    return py::make_tuple(status_array, token_arrays, length_arrays);
+  }
+
  private:
   std::unique_ptr<EncodeState> acquire() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -155,5 +208,7 @@ PYBIND11_MODULE(_tokenize, m) {
       .def("encode", &Encoder::encode, py::arg("text"), py::arg("dummy_prefix") = true,
            py::arg("prefix_id") = -1, py::arg("suffix_id") = -1)
       .def("encode_batch", &Encoder::encode_batch, py::arg("texts"), py::arg("num_threads") = 1,
-           py::arg("dummy_prefix") = true, py::arg("prefix_id") = -1, py::arg("suffix_id") = -1);
+           py::arg("dummy_prefix") = true, py::arg("prefix_id") = -1, py::arg("suffix_id") = -1)
+      .def("encode_jsonl", &Encoder::encode_jsonl, py::arg("data"), py::arg("keys"), py::arg("dummy_prefix") = true,
+           py::arg("prefix_id") = -1, py::arg("suffix_id") = -1);
 }

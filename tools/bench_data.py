@@ -156,8 +156,13 @@ def child(kind: str, workers: int, jsonl: str, model: str, out: str) -> dict:
 
 
 def measure(kind: str, workers: int, jsonl: Path, model: Path, out: Path) -> dict:
+    for old in out.parent.glob(out.name + "*"):  # every row writes new files (no unlinking on the clock)
+        old.unlink()
+    # numpy's OpenBLAS would start a thread that spins for about 0.1 s after import, taking a core
+    # from whichever row starts next; no row uses BLAS, so every child runs without that pool.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", kind, str(workers), str(jsonl),
-                           str(model), str(out)], capture_output=True, text=True)
+                           str(model), str(out)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind}, {workers} workers failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -270,9 +275,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_data-"))
     try:
         measure(MEGATRON, 1, jsonl, model, work / "check_megatron")  # same bytes before any timing
-        measure(MEGACODE, 1, jsonl, model, work / "check")
+        measure(MEGACODE, 1, jsonl, model, work / "check_megacode")
         for ext in (".bin", ".idx"):
-            if (work / f"check_megatron{ext}").read_bytes() != (work / f"check_text_document{ext}").read_bytes():
+            if (work / f"check_megatron{ext}").read_bytes() != (work / f"check_megacode_text_document{ext}").read_bytes():
                 raise AssertionError(f"megacode's {ext} differs from the Megatron-style baseline's")
         plan = [(RAW, 1)] + [(k, w) for w in args.workers for k in (MEGATRON, MEGACODE, CONTROL)]
         rows: Dict[str, dict] = {}

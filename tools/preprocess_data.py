@@ -12,6 +12,9 @@ Flags, outputs and differences from Megatron-LM: megacode/data/preprocess/cli.py
 import os
 import sys
 
+# numpy's OpenBLAS pool is never used here, and its threads spin for a while after import,
+# taking cores from the encoding threads: start without it (before numpy is imported).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
 from megacode.data.preprocess import preprocess  # noqa: E402

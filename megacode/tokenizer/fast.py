@@ -101,6 +101,20 @@ class FastEncoder:
             self._check_id("prefix_id", prefix_id), self._check_id("suffix_id", suffix_id),
         )
 
+    def encode_jsonl(
+        self, data: bytes, keys: Sequence[str], dummy_prefix: bool = True, prefix_id=None, suffix_id=None
+    ) -> Tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]:
+        """JSONL lines -> (status uint8 [lines], tokens int32 per key, lengths int64 per key).
+
+        status: 0 kept (the arrays hold the kept lines in order), 1 blank, 2 left to Python's
+        json to judge (csrc/jsonl_scan.h says which lines those are)."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        return self._enc.encode_jsonl(
+            data, list(keys), dummy_prefix,
+            self._check_id("prefix_id", prefix_id), self._check_id("suffix_id", suffix_id),
+        )
+
     def self_check(self, reference) -> None:
         """Compare with a SentencePieceProcessor on SELF_CHECK_TEXTS; raise on any difference."""
         for text in SELF_CHECK_TEXTS:

@@ -141,6 +141,16 @@ class Tokenizer:
         flat = np.fromiter((t for d in docs for t in d), dtype=np.int32, count=int(lengths.sum()))
         return flat, lengths
 
+    def encode_jsonl(
+        self, data: bytes, keys: Sequence[str], bos: bool = False, eos: bool = False
+    ) -> Optional[Tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]]:
+        """The C++ JSONL fast path (megacode/tokenizer/fast.py `encode_jsonl`): the requested keys'
+        strings of every plain line encoded without Python objects; None with the binding backend."""
+        if self._fast is None:
+            return None
+        first, last = self._ends(bos, eos)
+        return self._fast.encode_jsonl(data, keys, True, first, last)
+
     # Decoding and pieces ----------------------------------------------------------------------
 
     def _check_ids(self, ids) -> List[int]:

@@ -219,20 +219,3 @@ def test_cli_errors_name_the_problem(tmp_path, model):
     proc = cli("--input", str(tmp_path), "--workers", "0")
     assert proc.returncode == 2 and "workers must be >= 1" in proc.stderr
     assert np.array(os.listdir(tmp_path)).size == 0
-
-
-def test_spawned_worker_path_loads_its_own_tokenizer(tmp_path, model, sp):
-    # Off Linux the pool spawns workers, which load the tokenizer through init_worker.
-    from megacode.data.preprocess.sources import jsonl_chunks
-
-    src = tmp_path / "in.jsonl"
-    src.write_text('{"text": "def f(): pass"}\n{"text": 3}\n{"text": "x ☺"}', encoding="utf-8")
-    worker_module.init_worker(str(model), "auto", worker_module.WorkerOptions(append_eod=True))
-    try:
-        [chunk] = list(jsonl_chunks(str(src), 1 << 20))
-        res = worker_module.process_chunk(chunk)
-    finally:
-        worker_module.preload(None)
-    assert res.documents == 2 and res.lines == 3 and dict(res.rejected) == {"not_string": 1}
-    assert res.tokens["text"].tolist() == sp.encode("def f(): pass") + [2] + sp.encode("x ☺") + [2]
-    assert res.rejects == [(str(src), 1, "not_string", "text: a JSON int")]

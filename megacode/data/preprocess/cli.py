@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rejects", default=None, metavar="FILE", help="write rejected lines/files with reasons (JSONL)")
     g = p.add_argument_group("runtime")
     g.add_argument("--workers", type=int, default=1,
-                   help="encoding processes, this one included (1: everything in this process)")
+                   help="encoding threads (1: everything in the main thread); one per core")
     g.add_argument("--partitions", type=int, default=1, help="accepted; order is always kept")
     g.add_argument("--keep-sequential-samples", action="store_true", help="accepted; order is always kept")
     g.add_argument("--log-interval", type=int, default=1000, help="documents between log lines (non-terminal stderr)")

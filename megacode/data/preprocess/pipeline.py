@@ -1,15 +1,13 @@
-"""The preprocessing run: chunks -> worker processes -> indexed datasets, in input order.
+"""The preprocessing run: chunks -> worker threads -> indexed datasets, in input order.
 
-    main process                               pool of N-1 processes (--workers N)
-    cut chunks (plain JSONL: byte ranges;  -->  read, parse JSON, check, encode (C++ core)
-      compressed: decompressed lines)           --> token arrays
-    encode chunks itself while the oldest
-      pool chunk is unfinished
+    main thread                                N worker threads (--workers N, scheduler.py)
+    cut chunks (plain JSONL: byte ranges;  -->  read, scan JSON, check, encode (worker.py,
+      compressed: decompressed lines)           C++ with the GIL released) --> token arrays
     write {prefix}_{key}_document.bin/.idx, sidecars, progress, summary, in chunk order
 
-So N workers are N busy processes (the main one included) and --workers 1 runs everything here.
-A bounded number of chunks is in flight, so memory stays bounded on any input size, and results
-are written in chunk order, so the output is the same for every N. Every output file is
+--workers 1 runs everything in the main thread. A bounded number of chunks is in flight, so
+memory stays bounded on any input size, and results are written in chunk order, so the output
+is the same for every N. Every output file is
 written under a temporary name and moved to its final name only when the run succeeds: a crash
 leaves no half dataset under a final name. Datasets are moved last (the .idx last of all), so a
 present .idx means a complete run.
@@ -26,18 +24,20 @@ Outputs for each --json-keys KEY (Megatron-LM's names):
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from megacode.data.indexed import IndexedDatasetWriter, best_dtype
+from megacode.data.preprocess.progress import Progress
+from megacode.data.preprocess.scheduler import ordered_results
 from megacode.data.preprocess.sources import all_chunks, disk_size, resolve_inputs
-from megacode.data.preprocess.worker import (ChunkProcessor, ChunkResult, WorkerOptions, init_worker, preload,
-                                             process_chunk)
+from megacode.data.preprocess.worker import ChunkProcessor, ChunkResult, WorkerOptions
+from megacode.tokenizer import load
 
 
 @dataclass
@@ -99,8 +99,6 @@ class _Outputs:
     """Writers and sidecar files of one run, all under temporary names until `commit`."""
 
     def __init__(self, cfg: PreprocessConfig, dtype) -> None:
-        from megacode.data.indexed import IndexedDatasetWriter
-
         self.dtype = dtype
         self.prefixes = [f"{cfg.output_prefix}_{key}_document" for key in cfg.json_keys]
         self.writers = {}
@@ -158,62 +156,8 @@ class _Outputs:
                 os.remove(tmp)
 
 
-def _results(cfg: PreprocessConfig, chunks, tokenizer, options: WorkerOptions):
-    """Yield ChunkResults in chunk order, encoded by cfg.workers processes: this one and a pool
-    of cfg.workers - 1. The pool is kept `window` chunks ahead; whenever the oldest chunk is not
-    done yet, this process encodes the next chunk itself instead of waiting (its results wait in
-    order in `queue`). So N workers are N busy processes, the main one included."""
-    processor = ChunkProcessor(tokenizer, options)
-    if cfg.workers == 1:
-        for chunk in chunks:
-            yield processor(chunk)
-        return
-    # fork: workers start in milliseconds with the parent's loaded tokenizer (copy-on-write); the
-    # parent holds no threads yet (tqdm starts later). Elsewhere, spawn and load in each worker.
-    if sys.platform.startswith("linux"):
-        ctx, init, initargs = mp.get_context("fork"), None, ()
-        preload(processor)
-    else:
-        ctx, init, initargs = mp.get_context("spawn"), init_worker, (tokenizer.model_path, cfg.backend, options)
-    chunks = iter(chunks)
-    window = 2 * (cfg.workers - 1) + 2
-    try:
-        with ctx.Pool(cfg.workers - 1, initializer=init, initargs=initargs) as pool:
-            queue = deque()  # in chunk order: AsyncResult (pool) or ChunkResult (done here)
-            in_pool, exhausted = 0, False
-            while True:
-                while in_pool < window and not exhausted:  # keep the pool `window` chunks ahead
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        exhausted = True
-                    else:
-                        queue.append(pool.apply_async(process_chunk, (chunk,)))
-                        in_pool += 1
-                if not queue:
-                    return
-                head = queue[0]
-                if isinstance(head, ChunkResult) or head.ready() or exhausted or len(queue) > 4 * window:
-                    queue.popleft()
-                    if not isinstance(head, ChunkResult):
-                        in_pool -= 1
-                        head = head.get()
-                    yield head
-                else:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        exhausted = True
-                    else:
-                        queue.append(processor(chunk))
-    finally:
-        preload(None)
-
-
 def preprocess(cfg: PreprocessConfig) -> Summary:
     """Run the whole pipeline; returns the summary (also printed to stderr)."""
-    from megacode.data.indexed import best_dtype
-    from megacode.tokenizer import load
-    from megacode.data.preprocess.progress import Progress
-
     inputs = resolve_inputs(cfg.inputs)
     tokenizer = load(cfg.tokenizer_model, cfg.backend)
     dtype = best_dtype(tokenizer.vocab_size)
@@ -222,12 +166,11 @@ def preprocess(cfg: PreprocessConfig) -> Summary:
     summary = Summary()
     outputs = _Outputs(cfg, dtype)
     start = time.perf_counter()
-    results = _results(cfg, all_chunks(inputs, cfg.chunk_bytes, cfg.extensions), tokenizer, options)
-    progress = None
+    progress = Progress(total, cfg.progress, cfg.log_interval, start)
+    results = ordered_results(all_chunks(inputs, cfg.chunk_bytes, cfg.extensions), ChunkProcessor(tokenizer, options),
+                              cfg.workers)
     try:
         for res in results:
-            if progress is None:  # after the pool has forked
-                progress = Progress(total, cfg.progress, cfg.log_interval, start)
             outputs.write(res)
             ntok = sum(int(t.shape[0]) for t in res.tokens.values())
             summary.documents += res.documents
@@ -241,8 +184,7 @@ def preprocess(cfg: PreprocessConfig) -> Summary:
         raise
     finally:
         results.close()
-        if progress is not None:
-            progress.close()
+        progress.close()
     summary.seconds = time.perf_counter() - start
     summary.outputs = outputs.prefixes
     if cfg.progress:

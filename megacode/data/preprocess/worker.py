@@ -1,4 +1,4 @@
-"""Turns one chunk of input into token arrays: parse, check, encode (runs in worker processes).
+"""Turns one chunk of input into token arrays: parse, check, encode (runs in worker threads).
 
 A document is kept only when every requested key holds a non-empty string; otherwise it is
 rejected as a whole (so the datasets of several --json-keys stay aligned document for document)
@@ -61,6 +61,17 @@ class ChunkResult:
     disk_bytes: int = 0
 
 
+def _splice(flat: np.ndarray, lengths: np.ndarray, lines: np.ndarray, extra: Tuple[np.ndarray, np.ndarray],
+            extra_lines: List[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge two runs of documents (tokens, lengths, line of each document) into line order."""
+    extra_flat, extra_lengths = extra
+    docs = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    docs += np.split(extra_flat, np.cumsum(extra_lengths)[:-1]) if len(extra_lengths) else []
+    order = np.argsort(np.concatenate([lines, np.asarray(extra_lines, dtype=lines.dtype)]), kind="stable")
+    return (np.concatenate([docs[i] for i in order]).astype(flat.dtype, copy=False),
+            np.concatenate([lengths, extra_lengths])[order])
+
+
 class ChunkProcessor:
     """Holds the tokenizer of one process; `__call__(chunk)` -> ChunkResult."""
 
@@ -71,25 +82,58 @@ class ChunkProcessor:
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         res = ChunkResult(chunk.index, chunk.source, disk_bytes=chunk.disk_bytes)
+        if chunk.kind == "jsonl" and not self.opt.meta_keys and self._encode_jsonl_fast(chunk, res):
+            return res
         if chunk.kind == "jsonl":
             docs = self._parse_jsonl(chunk, res)
         else:
             docs = self._read_files(chunk, res)
         res.documents = len(docs)
         for k, key in enumerate(self.opt.json_keys):
-            flat, lengths = self.tok.encode_batch(
-                [d[k] for d in docs], bos=self.opt.prepend_bos, eos=self.opt.append_eod
-            )
+            flat, lengths = self._encode([d[k] for d in docs])
             res.tokens[key] = flat.astype(self.dtype, copy=False)
             res.lengths[key] = lengths
         return res
+
+    def _encode(self, texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+        return self.tok.encode_batch(texts, bos=self.opt.prepend_bos, eos=self.opt.append_eod)
 
     def _reject(self, res: ChunkResult, source: str, where, reason: str, detail: str = "") -> None:
         res.rejected[reason] += 1
         res.rejects.append((source, where, reason, detail))
 
+    def _encode_jsonl_fast(self, chunk: Chunk, res: ChunkResult) -> bool:
+        """The C++ path (csrc/jsonl_scan.h): lines parsed and encoded without Python objects;
+        only the lines it leaves to Python (status 2) go through `_judge_line`. False when the
+        tokenizer has no C++ core (then the whole chunk takes the Python path)."""
+        data = chunk.lines_bytes()
+        out = self.tok.encode_jsonl(data, self.opt.json_keys, bos=self.opt.prepend_bos, eos=self.opt.append_eod)
+        if out is None:
+            return False
+        status, tokens, lengths = out
+        res.text_bytes, res.lines = len(data), len(status)
+        kept_lines = np.flatnonzero(status == 0)
+        judged: List[Tuple[int, Tuple[str, ...]]] = []  # (line, texts) kept by Python's judgment
+        odd = np.flatnonzero(status != 0)
+        lines = data.split(b"\n") if len(odd) else []
+        for n in odd.tolist():
+            if status[n] == 1:
+                self._reject(res, chunk.source, n, "blank_line")
+                continue
+            judgement = self._judge_line(lines[n], n, res, chunk.source)
+            if judgement is not None:
+                judged.append((n, judgement[0]))
+        res.documents = len(kept_lines) + len(judged)
+        for k, key in enumerate(self.opt.json_keys):
+            flat, lens = tokens[k], lengths[k]
+            if judged:
+                flat, lens = _splice(flat, lens, kept_lines, self._encode([d[k] for _, d in judged]),
+                                     [n for n, _ in judged])
+            res.tokens[key] = flat.astype(self.dtype, copy=False)
+            res.lengths[key] = lens
+        return True
+
     def _parse_jsonl(self, chunk: Chunk, res: ChunkResult) -> List[Tuple[str, ...]]:
-        keys, meta_keys = self.opt.json_keys, self.opt.meta_keys
         data = chunk.lines_bytes()
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
@@ -100,26 +144,36 @@ class ChunkProcessor:
             if not raw.strip():
                 self._reject(res, chunk.source, n, "blank_line")
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                self._reject(res, chunk.source, n, "not_utf8", f"byte {e.start}: {raw[e.start:e.start + 4]!r}")
+            judgement = self._judge_line(raw, n, res, chunk.source)
+            if judgement is None:
                 continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                self._reject(res, chunk.source, n, "bad_json", str(e))
-                continue
-            if not isinstance(obj, dict):
-                self._reject(res, chunk.source, n, "not_object", f"a JSON {type(obj).__name__}")
-                continue
-            doc = self._fields(obj, keys, raw, res, chunk.source, n)
-            if doc is None:
-                continue
+            doc, obj = judgement
             docs.append(doc)
-            if meta_keys:
-                res.meta.append(json.dumps({k: obj.get(k) for k in meta_keys}, ensure_ascii=False))
+            if self.opt.meta_keys:
+                res.meta.append(json.dumps({k: obj.get(k) for k in self.opt.meta_keys}, ensure_ascii=False))
         return docs
+
+    def _judge_line(self, raw: bytes, n: int, res: ChunkResult, source: str) -> Optional[Tuple[Tuple[str, ...], dict]]:
+        """One non-blank line by Python's json: (the requested keys' texts, the object), or None
+        after rejecting it under its reason."""
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self._reject(res, source, n, "not_utf8", f"byte {e.start}: {raw[e.start:e.start + 4]!r}")
+            return None
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            self._reject(res, source, n, "bad_json", str(e))
+            return None
+        except RecursionError:
+            self._reject(res, source, n, "bad_json", "nested too deeply")
+            return None
+        if not isinstance(obj, dict):
+            self._reject(res, source, n, "not_object", f"a JSON {type(obj).__name__}")
+            return None
+        doc = self._fields(obj, self.opt.json_keys, raw, res, source, n)
+        return None if doc is None else (doc, obj)
 
     def _fields(self, obj: dict, keys: Sequence[str], raw: bytes, res, source: str, n: int) -> Optional[Tuple[str, ...]]:
         values = []
@@ -166,25 +220,3 @@ class ChunkProcessor:
             docs.append((text,) * nkeys)
             res.meta.append(json.dumps({"path": rel, "lang": language_of(rel)}, ensure_ascii=False))
         return docs
-
-
-# Per-process state for multiprocessing workers: set by `init_worker` (spawn), or set in the
-# parent before the pool forks (`preload`), so forked workers start with a loaded tokenizer.
-_PROCESSOR: Optional[ChunkProcessor] = None
-
-
-def preload(processor: Optional[ChunkProcessor]) -> None:
-    global _PROCESSOR
-    _PROCESSOR = processor
-
-
-def init_worker(model_path: str, backend: str, options: WorkerOptions) -> None:
-    global _PROCESSOR
-    from megacode.tokenizer import load
-
-    _PROCESSOR = ChunkProcessor(load(model_path, backend), options)
-
-
-def process_chunk(chunk: Chunk) -> ChunkResult:
-    assert _PROCESSOR is not None, "init_worker was not called in this process"
-    return _PROCESSOR(chunk)
