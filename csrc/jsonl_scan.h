@@ -98,9 +98,10 @@ class LineScanner {
  public:
   explicit LineScanner(std::string_view line) : s_(line.data()), n_(line.size()) {}
 
-  // The whole line is one object; `on_member(key, is_string, value)` is called per member, with
-  // the unescaped key and, for string values, the unescaped value (views valid until the next
-  // call). Trailing whitespace only after the object.
+  // The whole line is one object; `on_member(key, is_string, value, raw)` is called per member,
+  // with the unescaped key, for string values the unescaped value (views valid until the next
+  // call), and the value's JSON text as [begin, end) byte offsets in the line. Trailing
+  // whitespace only after the object.
   template <typename OnMember>
   bool object(OnMember&& on_member) {
     skip_ws();
@@ -113,13 +114,14 @@ class LineScanner {
       skip_ws();
       if (!eat(':')) return false;
       skip_ws();
+      const size_t begin = i_;
       if (peek() == '"') {
         std::string_view value;  // key and value use separate buffers: both stay valid here
         if (!string(&value_buf_, &value)) return false;
-        on_member(key, true, value);
+        on_member(key, true, value, begin, i_);
       } else {
         if (!value(1)) return false;
-        on_member(key, false, std::string_view());
+        on_member(key, false, std::string_view(), begin, i_);
       }
       skip_ws();
       if (eat(',')) { skip_ws(); continue; }
@@ -306,20 +308,30 @@ struct LineFields {
   std::vector<std::string_view> values;  // values[k]: keys[k]'s string (into the line or `copies`)
   std::vector<std::string> copies;       // unescaped values (the scanner reuses its own buffer)
   std::vector<int8_t> kind;              // 0 absent, 1 a string, 2 something else: the last one counts
+  std::vector<int64_t> meta;             // per metadata key: [begin, end) of its JSON text, or -1 -1
 };
 
 // One line (without its '\n') -> kKept with fields->values[k] = the string of keys[k] (valid
 // until the next call with the same fields and as long as the line), kBlank, or kPython.
-inline LineStatus scan_line(std::string_view line, const std::vector<std::string>& keys, LineFields* fields) {
+// fields->meta gets where each of `meta_keys` has its value in the line (the last one counts).
+inline LineStatus scan_line(std::string_view line, const std::vector<std::string>& keys,
+                            const std::vector<std::string>& meta_keys, LineFields* fields) {
   if (blank(line)) return kBlank;
   if (!valid_utf8(reinterpret_cast<const unsigned char*>(line.data()), line.size())) return kPython;
   const size_t nkeys = keys.size();
   fields->copies.resize(nkeys);
   fields->values.assign(nkeys, std::string_view());
   fields->kind.assign(nkeys, 0);
+  fields->meta.assign(2 * meta_keys.size(), -1);
   const char* const line_end = line.data() + line.size();
   LineScanner scanner(line);
-  const bool ok = scanner.object([&](std::string_view key, bool is_string, std::string_view value) {
+  const bool ok = scanner.object([&](std::string_view key, bool is_string, std::string_view value, size_t begin,
+                                     size_t end) {
+    for (size_t m = 0; m < meta_keys.size(); ++m) {
+      if (key != meta_keys[m]) continue;
+      fields->meta[2 * m] = static_cast<int64_t>(begin);
+      fields->meta[2 * m + 1] = static_cast<int64_t>(end);
+    }
     for (size_t k = 0; k < nkeys; ++k) {
       if (key != keys[k]) continue;
       fields->kind[k] = is_string ? 1 : 2;

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <exception>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -126,11 +127,14 @@ class Encoder {
   }
 
   // A chunk of JSONL (whole lines; a last line may lack its '\n') -> (status uint8 [lines],
-  // [tokens int32 per key], [lengths int64 per key]). status[i]: 0 kept (document j of the
-  // arrays is the j-th kept line), 1 blank, 2 for Python to judge (jsonl_scan.h). One thread,
-  // GIL released throughout: preprocessing threads run chunks side by side.
-  py::tuple encode_jsonl(const py::bytes& data, const std::vector<std::string>& keys, bool dummy_prefix,
-                         int prefix_id, int suffix_id) {
+  // [tokens int32 per key], [lengths int64 per key], meta int64 [kept docs, meta keys, 2]).
+  // status[i]: 0 kept (document j of the arrays is the j-th kept line), 1 blank, 2 for Python
+  // to judge (jsonl_scan.h). meta: each metadata key's JSON text in `data` as [begin, end), or
+  // -1 -1 when the line lacks it. One thread, GIL released throughout: preprocessing threads
+  // run chunks side by side.
+  py::tuple encode_jsonl(const py::bytes& data, const std::vector<std::string>& keys,
+                         const std::vector<std::string>& meta_keys, bool dummy_prefix, int prefix_id,
+                         int suffix_id) {
     char* buffer = nullptr;
     Py_ssize_t size = 0;
     if (PyBytes_AsStringAndSize(data.ptr(), &buffer, &size) != 0) throw py::error_already_set();
@@ -139,6 +143,7 @@ class Encoder {
     std::vector<uint8_t> status;
     std::vector<std::vector<int32_t>> tokens(nkeys);
     std::vector<std::vector<int64_t>> lengths(nkeys);
+    std::vector<int64_t> meta;  // [kept docs * meta keys * 2]
     {
       py::gil_scoped_release nogil;
       auto st = acquire();
@@ -148,9 +153,11 @@ class Encoder {
         const size_t cut = rest.find('\n');
         const std::string_view line = rest.substr(0, cut);
         rest = cut == std::string_view::npos ? std::string_view() : rest.substr(cut + 1);
-        const auto verdict = megacode::jsonl::scan_line(line, keys, &fields);
+        const auto verdict = megacode::jsonl::scan_line(line, keys, meta_keys, &fields);
         status.push_back(verdict);
         if (verdict != megacode::jsonl::kKept) continue;
+        const int64_t line_offset = line.data() - buffer;
+        for (const int64_t pos : fields.meta) meta.push_back(pos < 0 ? -1 : line_offset + pos);
         for (size_t k = 0; k < nkeys; ++k) {
           auto& buf = tokens[k];
           const size_t start = buf.size();
@@ -173,10 +180,65 @@ class Encoder {
       token_arrays.append(t);
       length_arrays.append(l);
     }
-    return py::make_tuple(status_array, token_arrays, length_arrays);
+    const py::ssize_t nmeta = static_cast<py::ssize_t>(meta_keys.size());
+    py::array_t<int64_t> meta_array({static_cast<py::ssize_t>(lengths[0].size()), nmeta, py::ssize_t{2}});
+    std::copy(meta.begin(), meta.end(), meta_array.mutable_data());
+    return py::make_tuple(status_array, token_arrays, length_arrays, meta_array);
+  }
+
+  // Source files (one document each) -> (status uint8 [files], sizes int64 [files], tokens int32,
+  // lengths int64 [kept files]). status 0: read, non-empty, strict UTF-8 and encoded (document j
+  // is the j-th kept file); 2: for Python to judge (unreadable, empty or not UTF-8: it reads
+  // the file again and names the reason). sizes: bytes read, -1 when the file could not be read.
+  // GIL released throughout.
+  py::tuple encode_files(const std::string& root, const std::vector<std::string>& paths, bool dummy_prefix,
+                         int prefix_id, int suffix_id) {
+    const size_t n = paths.size();
+    std::vector<uint8_t> status(n, megacode::jsonl::kPython);
+    std::vector<int64_t> sizes(n, -1), lengths;
+    std::vector<int32_t> tokens;
+    {
+      py::gil_scoped_release nogil;
+      auto st = acquire();
+      std::string data;
+      for (size_t i = 0; i < n; ++i) {
+        if (!read_whole(root + "/" + paths[i], &data)) continue;
+        sizes[i] = static_cast<int64_t>(data.size());
+        if (data.empty() || !megacode::jsonl::valid_utf8(reinterpret_cast<const unsigned char*>(data.data()),
+                                                         data.size()))
+          continue;
+        const size_t start = tokens.size();
+        if (prefix_id >= 0) tokens.push_back(prefix_id);
+        enc_->encode(data, dummy_prefix, st.get(), &tokens);
+        if (suffix_id >= 0) tokens.push_back(suffix_id);
+        lengths.push_back(static_cast<int64_t>(tokens.size() - start));
+        status[i] = megacode::jsonl::kKept;
+      }
+      release(std::move(st));
+    }
+    return py::make_tuple(to_array(status), to_array(sizes), to_array(tokens), to_array(lengths));
   }
 
  private:
+  static bool read_whole(const std::string& path, std::string* out) {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) return false;
+    out->clear();
+    char buf[1 << 16];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) out->append(buf, got);
+    const bool ok = !std::ferror(f);
+    std::fclose(f);
+    return ok;
+  }
+
+  template <typename T>
+  static py::array_t<T> to_array(const std::vector<T>& v) {
+    py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+    std::copy(v.begin(), v.end(), out.mutable_data());
+    return out;
+  }
+
   std::unique_ptr<EncodeState> acquire() {
     std::lock_guard<std::mutex> lock(mu_);
     if (free_.empty()) return std::make_unique<EncodeState>(cache_entries_, linear_max_symbols_);
@@ -209,6 +271,9 @@ PYBIND11_MODULE(_tokenize, m) {
            py::arg("prefix_id") = -1, py::arg("suffix_id") = -1)
       .def("encode_batch", &Encoder::encode_batch, py::arg("texts"), py::arg("num_threads") = 1,
            py::arg("dummy_prefix") = true, py::arg("prefix_id") = -1, py::arg("suffix_id") = -1)
-      .def("encode_jsonl", &Encoder::encode_jsonl, py::arg("data"), py::arg("keys"), py::arg("dummy_prefix") = true,
+      .def("encode_files", &Encoder::encode_files, py::arg("root"), py::arg("paths"), py::arg("dummy_prefix") = true,
+           py::arg("prefix_id") = -1, py::arg("suffix_id") = -1)
+      .def("encode_jsonl", &Encoder::encode_jsonl, py::arg("data"), py::arg("keys"), py::arg("meta_keys"),
+           py::arg("dummy_prefix") = true,
            py::arg("prefix_id") = -1, py::arg("suffix_id") = -1);
 }

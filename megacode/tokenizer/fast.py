@@ -35,6 +35,7 @@ on this machine kind (2 vCPUs, shared with other jobs, so best-of-rounds; Python
 
 from __future__ import annotations
 
+import os
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -102,16 +103,30 @@ class FastEncoder:
         )
 
     def encode_jsonl(
-        self, data: bytes, keys: Sequence[str], dummy_prefix: bool = True, prefix_id=None, suffix_id=None
-    ) -> Tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]:
-        """JSONL lines -> (status uint8 [lines], tokens int32 per key, lengths int64 per key).
+        self, data: bytes, keys: Sequence[str], meta_keys: Sequence[str] = (), dummy_prefix: bool = True,
+        prefix_id=None, suffix_id=None,
+    ) -> Tuple[np.ndarray, List[np.ndarray], List[np.ndarray], np.ndarray]:
+        """JSONL lines -> (status uint8 [lines], tokens int32 per key, lengths int64 per key,
+        meta int64 [kept lines, len(meta_keys), 2]).
 
         status: 0 kept (the arrays hold the kept lines in order), 1 blank, 2 left to Python's
-        json to judge (csrc/jsonl_scan.h says which lines those are)."""
+        json to judge (csrc/jsonl_scan.h says which lines those are). meta: where each metadata
+        key's JSON value sits in `data`, [begin, end), or -1 -1 when the line has no such key."""
         if not isinstance(data, bytes):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         return self._enc.encode_jsonl(
-            data, list(keys), dummy_prefix,
+            data, list(keys), list(meta_keys), dummy_prefix,
+            self._check_id("prefix_id", prefix_id), self._check_id("suffix_id", suffix_id),
+        )
+
+    def encode_files(
+        self, root: str, paths: Sequence[str], dummy_prefix: bool = True, prefix_id=None, suffix_id=None
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Files under `root`, one document each -> (status uint8 [files], sizes int64 [files],
+        tokens int32, lengths int64 [kept files]). status 0: encoded; 2: unreadable, empty or not
+        UTF-8, left to Python to judge. sizes: bytes read, -1 for an unreadable file."""
+        return self._enc.encode_files(
+            os.fspath(root), [os.fspath(p) for p in paths], dummy_prefix,
             self._check_id("prefix_id", prefix_id), self._check_id("suffix_id", suffix_id),
         )
 

@@ -142,14 +142,24 @@ class Tokenizer:
         return flat, lengths
 
     def encode_jsonl(
-        self, data: bytes, keys: Sequence[str], bos: bool = False, eos: bool = False
-    ) -> Optional[Tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]]:
+        self, data: bytes, keys: Sequence[str], bos: bool = False, eos: bool = False, meta_keys: Sequence[str] = ()
+    ) -> Optional[Tuple[np.ndarray, List[np.ndarray], List[np.ndarray], np.ndarray]]:
         """The C++ JSONL fast path (megacode/tokenizer/fast.py `encode_jsonl`): the requested keys'
         strings of every plain line encoded without Python objects; None with the binding backend."""
         if self._fast is None:
             return None
         first, last = self._ends(bos, eos)
-        return self._fast.encode_jsonl(data, keys, True, first, last)
+        return self._fast.encode_jsonl(data, keys, meta_keys, True, first, last)
+
+    def encode_files(
+        self, root: str, paths: Sequence[str], bos: bool = False, eos: bool = False
+    ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """The C++ source-file path (megacode/tokenizer/fast.py `encode_files`): files read,
+        checked and encoded with the GIL released; None with the binding backend."""
+        if self._fast is None:
+            return None
+        first, last = self._ends(bos, eos)
+        return self._fast.encode_files(root, paths, True, first, last)
 
     # Decoding and pieces ----------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ Two kinds of input:
   and no text goes through a pipe; a compressed file is decompressed by the main process and
   its lines sent to the workers. Workers count lines; the main process, which sees chunks in
   order, turns chunk-relative line numbers into file line numbers for the rejects.
-- Source trees (a directory): every file whose extension is selected is one document, in sorted
-  path order; hidden directories (.git, ...) are skipped and symlinks are not followed. A chunk
+- Source trees (a directory): every regular file whose extension is selected is one document,
+  in sorted path order; hidden directories (.git, ...) are skipped and symlinks are not followed. A chunk
   is a list of paths; workers read the files themselves, so reading scales with the workers.
 """
 
@@ -62,6 +62,7 @@ class Chunk:
 class Input:
     path: str
     kind: str  # "jsonl" or "tree"
+    listing: Optional[List[Tuple[str, int]]] = None  # tree: tree_files() of this run, listed once
 
 
 def resolve_inputs(patterns: Sequence[str]) -> List[Input]:
@@ -144,20 +145,35 @@ def _range_chunks(path: str, chunk_bytes: int, start_index: int) -> Iterator[Chu
 
 
 def tree_files(root: str, extensions: Optional[Sequence[str]]) -> List[Tuple[str, int]]:
-    """(relative path, size) of the selected files under `root`, sorted by path."""
+    """(relative path, size) of the selected regular files under `root`, in path-component order
+    (the order of sorting the paths split at "/"): each directory's entries sorted by name,
+    subdirectories where their names fall. Hidden directories (.git, ...) and symlinks are
+    skipped; unreadable directories are passed over, as os.walk does."""
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in (extensions or LANGUAGES)}
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if os.path.splitext(name)[1].lower() not in wanted:
-                continue
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                continue
-            out.append((os.path.relpath(path, root), os.path.getsize(path)))
-    out.sort(key=lambda item: item[0].split(os.sep))  # by path components, whatever the walk order
+    out: List[Tuple[str, int]] = []
+
+    def walk(directory: str, prefix: str) -> None:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    walk(entry.path, prefix + entry.name + os.sep)
+            elif entry.is_file(follow_symlinks=False) and os.path.splitext(entry.name)[1].lower() in wanted:
+                out.append((prefix + entry.name, entry.stat(follow_symlinks=False).st_size))
+
+    walk(root, "")
     return out
+
+
+def listing(inp: Input, extensions: Optional[Sequence[str]]) -> List[Tuple[str, int]]:
+    """The tree's files, listed on first use and kept on `inp` for the rest of the run."""
+    if inp.listing is None:
+        inp.listing = tree_files(inp.path, extensions)
+    return inp.listing
 
 
 def tree_chunks(root: str, files: List[Tuple[str, int]], chunk_bytes: int, start_index: int = 0) -> Iterator[Chunk]:
@@ -175,7 +191,7 @@ def tree_chunks(root: str, files: List[Tuple[str, int]], chunk_bytes: int, start
 
 def disk_size(inp: Input, extensions: Optional[Sequence[str]]) -> int:
     if inp.kind == "tree":
-        return sum(size for _, size in tree_files(inp.path, extensions))
+        return sum(size for _, size in listing(inp, extensions))
     return os.path.getsize(inp.path)
 
 
@@ -184,7 +200,7 @@ def all_chunks(inputs: Sequence[Input], chunk_bytes: int, extensions: Optional[S
     index = 0
     for inp in inputs:
         if inp.kind == "tree":
-            it = tree_chunks(inp.path, tree_files(inp.path, extensions), chunk_bytes, index)
+            it = tree_chunks(inp.path, listing(inp, extensions), chunk_bytes, index)
         else:
             it = jsonl_chunks(inp.path, chunk_bytes, index)
         for chunk in it:
@@ -196,5 +212,5 @@ def language_of(path: str) -> Optional[str]:
     return LANGUAGES.get(os.path.splitext(path)[1].lower())
 
 
-__all__ = ["Chunk", "Input", "LANGUAGES", "all_chunks", "disk_size", "jsonl_chunks", "language_of",
+__all__ = ["Chunk", "Input", "LANGUAGES", "all_chunks", "disk_size", "jsonl_chunks", "language_of", "listing",
            "resolve_inputs", "tree_chunks", "tree_files"]

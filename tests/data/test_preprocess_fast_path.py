@@ -1,9 +1,11 @@
-"""The C++ JSONL path (csrc/jsonl_scan.h via Tokenizer.encode_jsonl) against Python's json.
+"""The C++ preprocessing paths (Tokenizer.encode_jsonl with csrc/jsonl_scan.h, and
+Tokenizer.encode_files) against the all-Python path.
 
-Each chunk is processed twice: by a ChunkProcessor whose tokenizer has the C++ core (lines scanned
-in C++, odd ones judged by Python) and by one on the SentencePiece binding (every line through
-json.loads). Kept documents, token ids, reject reasons, details and line numbers must be equal,
-on hand-written edge cases and on thousands of randomly built and randomly damaged lines.
+Each chunk is processed twice: by a ChunkProcessor whose tokenizer has the C++ core (lines or
+files handled in C++, odd ones judged by Python) and by one on the SentencePiece binding (every
+line through json.loads, every file through Python's open/decode). Kept documents, token ids,
+metadata, reject reasons, details and line numbers must be equal, on hand-written edge cases and
+on thousands of randomly built and randomly damaged lines.
 """
 
 import json
@@ -119,21 +121,23 @@ def processors():
     fast_tok, slow_tok = load(model, "megacode"), load(model, "sentencepiece")
     assert fast_tok.encode_jsonl(b"{}", ["text"]) is not None and slow_tok.encode_jsonl(b"{}", ["text"]) is None
 
-    def pair(keys):
-        opt = WorkerOptions(json_keys=keys, append_eod=True, prepend_bos=False)
+    def pair(keys, meta_keys=()):
+        opt = WorkerOptions(json_keys=keys, append_eod=True, prepend_bos=False, meta_keys=meta_keys)
         return ChunkProcessor(fast_tok, opt), ChunkProcessor(slow_tok, opt)
 
     return pair
 
 
-def check_same(pair, lines, trailing_newline=True):
-    data = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
-    chunk = Chunk(0, "test.jsonl", "jsonl", data=data, disk_bytes=len(data))
+def check_same(pair, lines=None, trailing_newline=True, chunk=None):
+    if chunk is None:
+        data = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
+        chunk = Chunk(0, "test.jsonl", "jsonl", data=data, disk_bytes=len(data))
     fast, slow = pair[0](chunk), pair[1](chunk)
     assert fast.lines == slow.lines and fast.text_bytes == slow.text_bytes
     assert fast.rejects == slow.rejects
     assert fast.rejected == slow.rejected
     assert fast.documents == slow.documents
+    assert fast.meta == slow.meta
     for key in slow.tokens:
         np.testing.assert_array_equal(fast.lengths[key], slow.lengths[key])
         np.testing.assert_array_equal(fast.tokens[key], slow.tokens[key])
@@ -150,17 +154,21 @@ def test_edge_lines_match_python(processors, keys):
         assert res.documents == 17
         assert dict(res.rejected) == {"not_utf8": 8, "bad_json": 19, "not_string": 3, "empty": 1, "missing_key": 2,
                                       "not_object": 4, "blank_line": 3}
-        status = pair[0].tok.encode_jsonl(b"\n".join(EDGE_LINES), list(keys))[0]
+        status = pair[0].tok.encode_jsonl(b"\n".join(EDGE_LINES), keys)[0]
         assert (status == 0).sum() == 14 and (status == 1).sum() == 3  # C++ decided these without Python
     for line in EDGE_LINES:  # one line at a time too: every verdict on its own
         check_same(pair, [line], trailing_newline=False)
+    res = check_same(processors(keys, ("n", "other", "text")), lines)  # metadata: NaN, nested, absent, escaped
+    if keys == ("text",):
+        assert res.meta[0] == '{"n": null, "other": null, "text": "plain"}'
+        assert '{"n": NaN, "other": null, "text": "a"}' in res.meta
 
 
 def test_random_and_damaged_lines_match_python(processors):
     rng = random.Random(7)
     texts = multilingual_texts(60, seed=5) + ["x", " lead", "tab\tand\nnewline", "\\u0041 literal", "\x00\x1f\x7f"]
-    for keys in [("text",), ("text", "code")]:
-        pair = processors(keys)
+    for keys, meta_keys in [(("text",), ()), (("text", "code"), ()), (("text",), ("meta", "n", "nested", "absent"))]:
+        pair = processors(keys, meta_keys)
         for _ in range(10):
             check_same(pair, [random_line(rng, texts) for _ in range(500)])
 
@@ -171,3 +179,25 @@ def test_chunk_without_trailing_newline_and_empty_chunk(processors):
     assert res.documents == 2 and res.lines == 2
     res = check_same(pair, [], trailing_newline=False)
     assert res.documents == 0 and res.lines == 0
+
+
+@pytest.mark.parametrize("keys", [("text",), ("text", "code")])
+def test_source_files_match_python(tmp_path, processors, keys):
+    files = {
+        "a.py": "def a():\n    return 1\n".encode(),
+        "uni.py": "# 東京 ☺ 😀 naïve\nx = 'ñ'\n".encode(),
+        "empty.py": b"",
+        "latin1.py": b"s = '\xe9'\n",
+        "cut.py": b"# \xe6\x9d",
+        "bom.py": b"\xef\xbb\xbfprint(1)\n",
+        "big.py": ("def f(x):\n    return x\n" * 20000).encode(),
+        "nul.c": b"int x = 0;\x00\n",
+    }
+    for rel, data in files.items():
+        (tmp_path / rel).write_bytes(data)
+    (tmp_path / "dir.py").mkdir()  # listed by mistake: unreadable, like a file gone since the walk
+    names = sorted(files) + ["missing.py", "dir.py"]
+    chunk = Chunk(0, str(tmp_path), "files", files=names, disk_bytes=1)
+    res = check_same(processors(keys), chunk=chunk)
+    assert res.documents == 5 and dict(res.rejected) == {"empty": 1, "not_utf8": 2, "unreadable": 2}
+    assert [json.loads(m)["path"] for m in res.meta] == ["a.py", "big.py", "bom.py", "nul.c", "uni.py"]
