@@ -4,8 +4,9 @@ baseline, side by side in one run on the same corpus and tokenizer.
 
     .venv/bin/python tools/bench_data.py [--tokenizer-model M] [--workers 1 2] [--repeats 3] [--cores]
 
-Corpus: the Python standard library's .py sources (about 31 MB, one JSONL line per file).
-Tokenizer: a 32k Llama 2-style BPE model trained on that corpus once and cached (or --tokenizer-model).
+Corpus: the Python standard library's .py sources (about 31 MB, one JSONL line per file), or with
+--corpus installed also this environment's packages (about 220 MB; tools/bench_corpus.py).
+Tokenizer: a 32k Llama 2-style BPE model trained on the stdlib once and cached (or --tokenizer-model).
 Rows (tokens include the EOS that --append-eod adds):
   raw encode     sentencepiece binding, encode(list, num_threads=1): the single-core reference
   megatron-style Megatron-LM's tools/preprocess_data.py recipe: multiprocessing.Pool(N).imap over
@@ -40,30 +41,14 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_corpus import python_sources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW, MEGATRON, MEGACODE, CONTROL = "raw encode (binding, 1 thread)", "megatron-style", "megacode", "control"
 
 
 # Corpus and tokenizer --------------------------------------------------------------------------
-
-def stdlib_texts() -> List[str]:
-    """The stdlib's .py files that decode as UTF-8, in sorted path order."""
-    import sysconfig
-
-    texts = []
-    for dirpath, dirnames, filenames in os.walk(Path(sysconfig.get_paths()["stdlib"])):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        for name in sorted(filenames):
-            if name.endswith(".py"):
-                try:
-                    text = (Path(dirpath) / name).read_text(encoding="utf-8")
-                except (UnicodeDecodeError, OSError):
-                    continue
-                if text:
-                    texts.append(text)
-    return texts
-
 
 def write_jsonl(texts: List[str], path: Path) -> Path:
     if not path.exists():
@@ -241,6 +226,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer-model", default=None, help="default: a 32k BPE trained on the corpus (cached)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/megacode/bench"))
+    p.add_argument("--corpus", choices=["stdlib", "installed"], default="stdlib",
+                   help="stdlib: the standard library's .py files (~31 MB); installed: plus this environment's "
+                   "packages (~220 MB, where fixed start-up costs no longer count)")
     p.add_argument("--max-mb", type=float, default=None, help="benchmark only the first files, up to this size")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=3)
@@ -257,8 +245,9 @@ def main() -> None:
 
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    texts = stdlib_texts()
-    model = Path(args.tokenizer_model) if args.tokenizer_model else bench_tokenizer(cache, texts)
+    stdlib = [t for t in python_sources() if t]
+    model = Path(args.tokenizer_model) if args.tokenizer_model else bench_tokenizer(cache, stdlib)
+    texts = [t for t in python_sources(installed=True) if t] if args.corpus == "installed" else stdlib
     if args.max_mb is not None:
         keep, total = [], 0
         for t in texts:
@@ -267,9 +256,9 @@ def main() -> None:
             keep.append(t)
             total += len(t)
         texts = keep
-    jsonl = write_jsonl(texts, cache / f"stdlib-{len(texts)}-{sum(map(len, texts))}.jsonl")
+    jsonl = write_jsonl(texts, cache / f"{args.corpus}-{len(texts)}-{sum(map(len, texts))}.jsonl")
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-    print(f"corpus: {len(texts):,} stdlib files, {mb:.1f} MB ({jsonl}); tokenizer {model}; "
+    print(f"corpus: {len(texts):,} {args.corpus} .py files, {mb:.1f} MB ({jsonl}); tokenizer {model}; "
           f"{os.cpu_count()} cores; best of {args.repeats}")
 
     work = Path(tempfile.mkdtemp(prefix="bench_data-"))

@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+from bench_corpus import python_sources  # noqa: E402
 
 RAW, MEGATRON, MEGACODE = "raw encode (binding, 1 thread)", "megatron-style", "megacode"
 
@@ -53,18 +55,7 @@ RAW, MEGATRON, MEGACODE = "raw encode (binding, 1 thread)", "megatron-style", "m
 
 def stdlib_documents(kind: str) -> List[str]:
     """The stdlib's UTF-8 .py files in path order, whole (`files`) or cut at two blank lines (`blocks`)."""
-    import sysconfig
-
-    texts = []
-    for dirpath, dirnames, filenames in os.walk(Path(sysconfig.get_paths()["stdlib"])):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        for name in sorted(filenames):
-            if name.endswith(".py"):
-                try:
-                    text = (Path(dirpath) / name).read_text(encoding="utf-8")
-                except (UnicodeDecodeError, OSError):
-                    continue
-                texts.append(text)
+    texts = python_sources()
     if kind == "blocks":
         texts = [b for t in texts for b in t.split("\n\n\n")]
     return [t for t in texts if t.strip()]

@@ -129,7 +129,6 @@ class Sandbox:
             os.close(lock)  # releases the uid
 
     def _execute_as(self, job: SandboxJob, uid: Optional[int], iso: Isolation) -> SandboxResult:
-        cfg = self.config
         host_dir = None
         if iso.namespaces:
             workdir = _WORKDIR_NS
