@@ -13,8 +13,8 @@
 //   - a number longer than kMaxNumberChars (Python refuses ints over 4300 digits by default)
 // It accepts what Python's json accepts beyond RFC 8259: NaN, Infinity and -Infinity. Duplicate
 // keys: the last one wins, as in a dict built by json.loads. So kKept lines are decided here,
-// and only unusual lines cost Python time. tests/data/test_jsonl_fast_path.py compares the two
-// on random and adversarial lines.
+// and only unusual lines cost Python time. tests/data/test_preprocess_fast_path.py compares the
+// two on random and adversarial lines.
 #pragma once
 
 #include <cstdint>

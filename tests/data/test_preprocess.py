@@ -165,6 +165,9 @@ def test_source_tree(tmp_path, model, sp):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text, encoding="utf-8")
     (root / "latin1.py").write_bytes(b"s = '\xe9'\n")
+    (root / "link.py").symlink_to(root / "b.py")  # symlinks are not followed
+    (root / "pkg" / "linkdir").symlink_to(root / "pkg" / "sub", target_is_directory=True)
+    os.mkfifo(root / "pipe.py")  # not a regular file: never opened (reading it would block)
     rejects = tmp_path / "rejects.jsonl"
     summary, prefix = run(tmp_path, [root], model, append_eod=True, extensions=[".py", "c"],
                           rejects_path=str(rejects))

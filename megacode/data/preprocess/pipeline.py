@@ -7,9 +7,8 @@
 
 --workers 1 runs everything in the main thread. A bounded number of chunks is in flight, so
 memory stays bounded on any input size, and results are written in chunk order, so the output
-is the same for every N. Every output file is
-written under a temporary name and moved to its final name only when the run succeeds: a crash
-leaves no half dataset under a final name. Datasets are moved last (the .idx last of all), so a
+is the same for every N. Every output file is written under a temporary name and moved to its
+final name only when the run succeeds: a crash leaves no half dataset under a final name. Datasets are moved last (the .idx last of all), so a
 present .idx means a complete run.
 
 Outputs for each --json-keys KEY (Megatron-LM's names):

@@ -21,7 +21,9 @@ JSONL chunks take one C++ call (`Tokenizer.encode_jsonl`, csrc/jsonl_scan.h) tha
 and encodes every ordinary line with the GIL released; the lines it cannot decide for sure
 (anything rejected, and rarities such as lone surrogate escapes) are judged here by Python's
 json, line by line, exactly as the all-Python path (`_parse_jsonl`, used with the binding
-backend) judges every line. tests/data/test_jsonl_fast_path.py holds the two paths equal.
+backend) judges every line. Source-file chunks likewise (`Tokenizer.encode_files`: read, check,
+encode in C++; unreadable, empty or non-UTF-8 files judged by `_judge_file`).
+tests/data/test_preprocess_fast_path.py holds the C++ and Python paths equal.
 """
 
 from __future__ import annotations
@@ -239,7 +241,8 @@ class ChunkProcessor:
         if judged:
             order = np.argsort(np.concatenate([kept, np.array([i for i, _ in judged], dtype=kept.dtype)]), kind="stable")
             tokens, lengths = _in_order(order, (tokens, lengths), self._encode([t for _, t in judged]))
-            files = [(files + [i for i, _ in judged])[j] for j in order]
+            both = files + [i for i, _ in judged]
+            files = [both[j] for j in order]
         flat = tokens.astype(self.dtype, copy=False)
         for key in self.opt.json_keys:  # a file is the same text under every key
             res.tokens[key], res.lengths[key] = flat, lengths
