@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 
-from megacode.config import ConfigError, load_config, resolve_layout
+from megacode.config import ConfigError, check_schedule, load_config, resolve_layout
 
 EXIT_CONFIG_ERROR = 2
 
@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         layout = resolve_layout(cfg, world_size_from_env())
+        check_schedule(cfg)
     except ConfigError as err:
         if rank == 0:
             print(f"megacode: config error: {err}", file=sys.stderr)

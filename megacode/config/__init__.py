@@ -15,10 +15,11 @@ from megacode.config.schema import (
     RunConfig,
     ScheduleConfig,
     TrainConfig,
+    check_schedule,
 )
 
 __all__ = [
     "FLAVORS", "Flavor", "get_flavor", "Layout", "resolve_layout", "config_from_dict", "load_config",
     "CheckpointConfig", "ConfigError", "DataConfig", "FimConfig", "LoggingConfig", "ModelConfig",
-    "OptimConfig", "ParallelConfig", "RunConfig", "ScheduleConfig", "TrainConfig",
+    "OptimConfig", "ParallelConfig", "RunConfig", "ScheduleConfig", "TrainConfig", "check_schedule",
 ]

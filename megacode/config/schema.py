@@ -315,3 +315,15 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_schedule(cfg: RunConfig) -> int:
+    """The decay length (schedule.decay_iters, else train.iters); raises ConfigError when the
+    warm-up does not end before it. Checked when a run starts (before any process group), not
+    per section, since the two numbers live in different sections."""
+    decay_iters = cfg.schedule.decay_iters or cfg.train.iters
+    warmup = cfg.schedule.warmup_iters
+    if decay_iters > 0 and warmup >= decay_iters:
+        raise ConfigError(f"schedule.warmup_iters={warmup} must be below the decay length "
+                          f"(schedule.decay_iters or train.iters) = {decay_iters}")
+    return decay_iters

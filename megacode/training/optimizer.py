@@ -12,7 +12,7 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.transformer import TransformerConfig
 
-from megacode.config import ConfigError, RunConfig
+from megacode.config import RunConfig, check_schedule
 
 
 def wrap_ddp(chunks: list, config: TransformerConfig, cfg: RunConfig) -> list[DistributedDataParallel]:
@@ -64,11 +64,8 @@ def build_optimizer(model: list, cfg: RunConfig, params_dtype: torch.dtype):
 
 def build_scheduler(optimizer, cfg: RunConfig) -> OptimizerParamScheduler:
     sched = cfg.schedule
-    decay_iters = sched.decay_iters or cfg.train.iters
+    decay_iters = check_schedule(cfg)
     warmup = sched.warmup_iters
-    if decay_iters > 0 and warmup >= decay_iters:
-        raise ConfigError(f"schedule.warmup_iters={warmup} must be below the decay length "
-                          f"(schedule.decay_iters or train.iters) = {decay_iters}")
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,

@@ -25,3 +25,15 @@ def test_four_ranks_print_one_error_and_no_rank_tracebacks():
     assert output.count("megacode: config error:") == 1, output
     assert "train.global_batch_tokens=100 is not a multiple of data.seq_length=64" in output
     assert "]: Traceback" not in output  # no rank raised
+
+
+def test_schedule_error_is_caught_before_launch(tmp_path):
+    """The warm-up/decay check spans two sections: it runs with the layout checks, before torchrun."""
+    env = {**os.environ, "NPROC_PER_NODE": "4", "PYTHON": str(REPO / ".venv" / "bin" / "python")
+           if (REPO / ".venv").exists() else "python"}
+    proc = subprocess.run(["bash", "launch/torchrun.sh", str(TINY_CONFIG), "train.iters=4",
+                           f"checkpoint.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["megacode: config error: schedule.warmup_iters=5 must be below the decay length "
+                     "(schedule.decay_iters or train.iters) = 4"], proc.stderr
