@@ -60,6 +60,33 @@ def locate(pieces: List[Piece], position: int) -> tuple:
     raise IndexError(f"position {position} beyond the sample's {seen} tokens")
 
 
+def describe_position(dataset, i: int, position: int) -> str:
+    """Where token `position` of sample i comes from: dataset file, document and token offset.
+
+    A dataset that rewrites documents (FimDataset: a transformed document changes length, so
+    later positions no longer match the stored spans) gives its `layout(i)`, which says where each
+    stored piece went and what was done to it; tokens of a rewritten document have no stored
+    offset, so the document and the rewrite are named instead."""
+    where = f"sample {i} position {position}"
+    component, leaf, j = source_of(dataset, i)
+    prefix = getattr(getattr(leaf, "indexed", None), "prefix", None)
+    if prefix is not None and hasattr(leaf, "layout"):
+        for (doc, start, _), first, last, what in leaf.layout(j):
+            if first <= position < last and doc >= 0:
+                if what.startswith("as stored"):
+                    return (f"{prefix} (.bin/.idx) document {doc} token offset {start + position - first} "
+                            f"(blend component {component}, {where})")
+                return (f"{prefix} (.bin/.idx) document {doc}, rewritten ({what}): the id comes from re-encoding "
+                        f"the document, not from the file (blend component {component}, {where})")
+        return f"{prefix} (.bin/.idx), tokens read past the sample end (blend component {component}, {where})"
+    pieces = sample_pieces(dataset, i)
+    if pieces:
+        piece, offset = locate(pieces, position)
+        return (f"{piece.prefix} (.bin/.idx) document {piece.document} token offset {offset} "
+                f"(blend component {piece.component}, {where})")
+    return f"{dataset!r} {where}"
+
+
 def sample_tokens(sample) -> np.ndarray:
     """The token array of a sample (an array, or a dict with `tokens`)."""
     return np.asarray(sample["tokens"] if isinstance(sample, dict) else sample)
@@ -79,14 +106,7 @@ def check_token_range(sample, vocab_size: int, dataset, i: int) -> None:
         return
     position = int(np.argmax((tokens < 0) | (tokens >= vocab_size)))
     bad = int(tokens[position])
-    where = f"sample {i} position {position}"
-    pieces = sample_pieces(dataset, i)
-    if pieces:
-        piece, offset = locate(pieces, position)
-        where = (f"{piece.prefix} (.bin/.idx) document {piece.document} token offset {offset} "
-                 f"(blend component {piece.component}, {where})")
-    else:
-        where = f"{dataset!r} {where}"
+    where = describe_position(dataset, i, position)
     raise TokenRangeError(f"token id {bad} outside the model vocabulary [0, {vocab_size}) in {where}; the data "
                           f"was tokenized with a larger vocabulary than data.vocab_size / the flavor's "
                           f"(re-tokenize, or set data.vocab_size to the tokenizer's size)")

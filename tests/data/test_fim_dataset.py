@@ -266,3 +266,40 @@ def test_layout_and_every_token_dtype(env, big):
         assert np.array_equal(wide[i], big[i])
     with pytest.raises(IndexError, match=r"sample 1400 out of range \[0, 1400\)"):
         big[len(big)]
+
+
+def test_token_range_error_locates_tokens_after_transformed_documents(env, big):
+    """A sample's positions after a transformed document no longer match the stored spans: the
+    error uses the FIM layout, giving stored offsets for documents kept as stored and naming the
+    document and the rewrite for transformed ones."""
+    from megacode.data.provenance import TokenRangeError, check_token_range
+
+    tok, prefix = env["tok"], big.packed.indexed.prefix
+    seen = {"stored": 0, "rewritten": 0}
+    for i in range(len(big)):
+        spots = big.layout(i)
+        out = big[i]
+        fim_at = [first for (d, _, _), first, last, what in spots if d >= 0 and what.startswith("FIM") and last > first]
+        later = [((d, s, e), first, last) for (d, s, e), first, last, what in spots
+                 if d >= 0 and what.startswith("as stored") and fim_at and first > fim_at[0] and last - first > 2]
+        if not later or seen["stored"] >= 3:
+            continue
+        (d, s, _), first, _ = later[0]
+        position = first + 1
+        bad = int(out[position])  # the only nonzero id left, and just outside a vocabulary of `bad`
+        if bad == 0:
+            continue
+        with pytest.raises(TokenRangeError) as err:
+            check_token_range(np.where(np.arange(len(out)) == position, out, 0), bad, big, i)
+        assert f"{prefix} (.bin/.idx) document {d} token offset {s + 1} " in str(err.value)
+        assert int(big.packed.indexed.get(d, s + 1, 1)[0]) == bad  # the offset really holds that id
+        seen["stored"] += 1
+    for i in range(40):  # a sentinel id beyond a vocabulary cut at ▁<PRE>: inside a transformed document
+        out = big[i]
+        if not (out >= tok.pre_id).any():
+            continue
+        with pytest.raises(TokenRangeError) as err:
+            check_token_range(out, tok.pre_id, big, i)
+        assert "rewritten (FIM" in str(err.value) and "not from the file" in str(err.value)
+        seen["rewritten"] += 1
+    assert seen["stored"] == 3 and seen["rewritten"] > 0
