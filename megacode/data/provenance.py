@@ -2,7 +2,9 @@
 
 A sample of a PackedDataset is a run of (document, start, end) spans; a BlendedDataset sample
 is one sample of one of its components. `sample_pieces` flattens both into `Piece`s naming the
-dataset file, so an error or `tools/inspect_data.py` can point at the exact tokens on disk.
+dataset file, so an error or `tools/inspect_data.py` can point at the exact tokens on disk. A
+FimDataset sample is located through its `layout` (`describe_position`), since a transformed
+document shifts every position after it.
 """
 
 from __future__ import annotations
