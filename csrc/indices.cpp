@@ -222,6 +222,90 @@ py::tuple build_blend_index(py::array_t<double, py::array::c_style | py::array::
   return py::make_tuple(dataset_index, dataset_sample_index);
 }
 
+// Reads an int32 or int64 index array element by element (the caches hold either width).
+struct IndexView {
+  const char* data;
+  int itemsize;
+  explicit IndexView(const py::array& a) : data(static_cast<const char*>(a.data())), itemsize(static_cast<int>(a.itemsize())) {
+    if (itemsize != 4 && itemsize != 8) throw std::invalid_argument("index arrays must be int32 or int64");
+    if (!(a.flags() & py::array::c_style)) throw std::invalid_argument("index arrays must be C-contiguous");
+  }
+  int64_t operator[](int64_t i) const {
+    return itemsize == 4 ? reinterpret_cast<const int32_t*>(data)[i] : reinterpret_cast<const int64_t*>(data)[i];
+  }
+};
+
+// The samples `ids` of a packed dataset as one int64 array [len(ids), seq_length + 1]: sample
+// id is row shuffle[id] of the sample index, i.e. the tokens from (order position k0, offset
+// off0) to (k1, off1) inclusive, skipping empty documents -- what PackedDataset.__getitem__
+// returns, for a whole batch in one call with the GIL released.
+//   tokens   T[total tokens] the .bin (T = uint16, int32 or int64); pointers int64[S] in bytes;
+//   sizes    int32[S]; order, sample_index [M + 1, 2], shuffle: int32 or int64 (the caches).
+template <typename T>
+void gather_rows(const T* tokens, int64_t num_tokens, const int64_t* pointers, const int32_t* sizes,
+                 const IndexView& order, const IndexView& rows, const IndexView& shuffle, const int64_t* ids,
+                 int64_t n, int64_t width, int64_t* out) {
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t s = shuffle[ids[r]];
+    int64_t k = rows[2 * s], off = rows[2 * s + 1];
+    const int64_t k1 = rows[2 * s + 2], off1 = rows[2 * s + 3];
+    int64_t* dst = out + r * width;
+    int64_t filled = 0;
+    while (true) {
+      const int64_t doc = order[k];
+      const int64_t end = k == k1 ? off1 + 1 : sizes[doc];
+      const int64_t first = pointers[doc] / static_cast<int64_t>(sizeof(T)) + off;
+      const int64_t len = end - off;
+      if (len > 0) {
+        if (filled + len > width || first + len > num_tokens)
+          throw std::runtime_error("sample " + std::to_string(ids[r]) + " does not fit its row: corrupt index cache?");
+        for (int64_t t = 0; t < len; ++t) dst[filled + t] = static_cast<int64_t>(tokens[first + t]);
+        filled += len;
+      }
+      if (k == k1) break;
+      ++k;
+      off = 0;
+    }
+    if (filled != width)
+      throw std::runtime_error("sample " + std::to_string(ids[r]) + " holds " + std::to_string(filled) +
+                               " tokens, not " + std::to_string(width) + ": corrupt index cache?");
+  }
+}
+
+py::array_t<int64_t> gather_samples(const py::array& tokens, py::array_t<int64_t, py::array::c_style> pointers,
+                                    py::array_t<int32_t, py::array::c_style> sizes, const py::array& order,
+                                    const py::array& sample_index, const py::array& shuffle,
+                                    py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids,
+                                    int64_t seq_length) {
+  const IndexView order_v(order), rows_v(sample_index), shuffle_v(shuffle);
+  const int64_t n = ids.shape(0), width = seq_length + 1;
+  const int64_t num_samples = shuffle.shape(0);
+  const int64_t* id = ids.data();
+  for (int64_t r = 0; r < n; ++r)
+    if (id[r] < 0 || id[r] >= num_samples)
+      throw py::index_error("sample " + std::to_string(id[r]) + " out of range [0, " + std::to_string(num_samples) + ")");
+  if (!(tokens.flags() & py::array::c_style)) throw std::invalid_argument("tokens must be C-contiguous");
+  py::array_t<int64_t> out({n, width});
+  int64_t* dst = out.mutable_data();
+  const char kind = tokens.dtype().kind();
+  const int64_t itemsize = tokens.itemsize(), num_tokens = tokens.shape(0);
+  {
+    py::gil_scoped_release release;
+    if (kind == 'u' && itemsize == 2)
+      gather_rows(static_cast<const uint16_t*>(tokens.data()), num_tokens, pointers.data(), sizes.data(), order_v,
+                  rows_v, shuffle_v, id, n, width, dst);
+    else if (kind == 'i' && itemsize == 4)
+      gather_rows(static_cast<const int32_t*>(tokens.data()), num_tokens, pointers.data(), sizes.data(), order_v,
+                  rows_v, shuffle_v, id, n, width, dst);
+    else if (kind == 'i' && itemsize == 8)
+      gather_rows(static_cast<const int64_t*>(tokens.data()), num_tokens, pointers.data(), sizes.data(), order_v,
+                  rows_v, shuffle_v, id, n, width, dst);
+    else
+      throw std::invalid_argument("gather reads uint16, int32 or int64 token files");
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_indices, m) {
@@ -235,4 +319,6 @@ PYBIND11_MODULE(_indices, m) {
   m.def("build_sample_index_int64", &build_sample_index<int64_t>, py::arg("sizes"), py::arg("order"),
         py::arg("seq_length"), py::arg("num_samples"));
   m.def("build_blend_index", &build_blend_index, py::arg("weights"), py::arg("num_samples"));
+  m.def("gather_samples", &gather_samples, py::arg("tokens"), py::arg("pointers"), py::arg("sizes"), py::arg("order"),
+        py::arg("sample_index"), py::arg("shuffle"), py::arg("ids"), py::arg("seq_length"));
 }

@@ -21,15 +21,15 @@ def sample_indices(consumed: int, micro: int, layout: Layout, dp_rank: int) -> r
 
 
 def collate(samples: Sequence) -> dict[str, torch.Tensor]:
-    """Samples of `seq+1` tokens (or dicts with `tokens` and an optional `loss_mask`) → a batch.
+    """Samples of `seq+1` tokens (or dicts with `tokens` and an optional `loss_mask`), or one
+    int64 array `[b, s+1]` of them (`read_batch`), → a batch.
 
     Shapes: tokens/labels/loss_mask/position_ids all `[b, s]`; labels are tokens shifted by one.
     A sample's `loss_mask` (instruct data: answers only) has `seq+1` entries aligned with its
     tokens; the label at position t is token t+1, so the mask is shifted the same way.
     """
-    rows = [sample_arrays(sample) for sample in samples]
-    full = torch.from_numpy(np.stack([tokens for tokens, _ in rows]))  # [b, s+1]
-    mask = torch.from_numpy(np.stack([mask for _, mask in rows]))
+    full_np, mask_np = batch_arrays(samples)
+    full, mask = torch.from_numpy(full_np), torch.from_numpy(mask_np)  # [b, s+1]
     seq = full.shape[1] - 1
     return {
         "tokens": full[:, :-1].contiguous(),
@@ -37,6 +37,16 @@ def collate(samples: Sequence) -> dict[str, torch.Tensor]:
         "loss_mask": mask[:, 1:].contiguous(),
         "position_ids": position_ids(full.shape[0], seq),
     }
+
+
+def batch_arrays(samples) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int64 `[b, s+1]`, loss mask float32 `[b, s+1]`) of a list of samples or of a
+    `[b, s+1]` array; shared with the DALI loader so both paths build bit-identical batches."""
+    if isinstance(samples, np.ndarray):
+        tokens = np.ascontiguousarray(samples, dtype=np.int64)
+        return tokens, np.ones(tokens.shape, dtype=np.float32)
+    rows = [sample_arrays(sample) for sample in samples]
+    return np.stack([tokens for tokens, _ in rows]), np.stack([mask for _, mask in rows])
 
 
 def sample_arrays(sample) -> tuple[np.ndarray, np.ndarray]:

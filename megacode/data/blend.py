@@ -93,6 +93,25 @@ class BlendedDataset:
         d, j = self.source(i)
         return self.datasets[d][j]
 
+    @property
+    def can_read_batch(self) -> bool:
+        """Whether `read_batch` serves this blend: every component reads batches."""
+        return all(getattr(d, "can_read_batch", False) for d in self.datasets)
+
+    def read_batch(self, ids: Sequence[int]) -> np.ndarray:
+        """Blended samples `ids` as one `[len(ids), seq_length + 1]` int64 array, row r =
+        self[ids[r]]: one `read_batch` per component for the rows it serves."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_samples):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise IndexError(f"blended sample {bad} out of range [0, {self.num_samples})")
+        which, within = self.dataset_index[ids], self.dataset_sample_index[ids]
+        out = np.empty((ids.size, self.datasets[0].seq_length + 1), dtype=np.int64)
+        for d in np.unique(which).tolist():
+            rows = np.flatnonzero(which == d)
+            out[rows] = self.datasets[d].read_batch(within[rows])
+        return out
+
     def pieces(self, i: int) -> List[Tuple[int, int, int]]:
         """The (document id, start, end) spans of sample i, ids within its source dataset."""
         d, j = self.source(i)

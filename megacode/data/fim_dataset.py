@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -148,6 +148,16 @@ class FimDataset:
     def __getitem__(self, i: int) -> np.ndarray:
         """Sample i: `[seq_length + 1]` int64 ids."""
         return self._build(i, self.stats)[0]
+
+    can_read_batch = True
+
+    def read_batch(self, ids: Sequence[int]) -> np.ndarray:
+        """Samples `ids` as one `[len(ids), seq_length + 1]` int64 array (a C++ call per sample,
+        each with the GIL released)."""
+        out = np.empty((len(ids), self.seq_length + 1), dtype=np.int64)
+        for r, i in enumerate(ids):
+            out[r] = self._build(int(i), self.stats)[0]
+        return out
 
     def sample(self, i: int, stats: Optional[FimStats] = None) -> np.ndarray:
         """Sample i, its counters added to `stats` when given."""

@@ -14,7 +14,7 @@ The three index arrays (csrc/indices.cpp documents them) are built once and cach
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from megacode.data.index_cache import IndexCache, array_digest, build_or_load
 from megacode.data.indexed import IndexedDataset
 
 INDEX_NAMES = ("document_order", "sample_index", "shuffle_index")
+GATHER_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.int64))  # what read_batch reads
 
 
 def split_documents(num_documents: int, split: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -128,6 +129,19 @@ class PackedDataset:
             return self.indexed.get(doc, start, end - start).astype(np.int64)
         out = np.concatenate([self.indexed.get(doc, start, end - start) for doc, start, end in spans])
         return out.astype(np.int64, copy=False)
+
+    @property
+    def can_read_batch(self) -> bool:
+        """Whether `read_batch` serves this dataset (token files of uint16, int32 or int64)."""
+        return self.indexed.dtype in GATHER_DTYPES
+
+    def read_batch(self, ids: Sequence[int]) -> np.ndarray:
+        """Samples `ids` as one `[len(ids), seq_length + 1]` int64 array, row r = self[ids[r]]:
+        one C++ call that walks the indices and copies from the .bin with the GIL released, so
+        loader threads read side by side (csrc/indices.cpp `gather_samples`)."""
+        return indices.gather_samples(self.indexed._tokens, self.indexed.sequence_pointers, self._sizes,
+                                      self.document_order, self.sample_index, self.shuffle_index, ids,
+                                      self.seq_length)
 
     def __getstate__(self) -> dict:
         # Loader workers re-map the cached arrays instead of receiving copies of them.

@@ -110,6 +110,14 @@ def sample_pieces(sample_index: np.ndarray, order: np.ndarray, sizes: np.ndarray
     return pieces
 
 
+def gather_samples(tokens: np.ndarray, pointers: np.ndarray, sizes: np.ndarray, order: np.ndarray,
+                   sample_index: np.ndarray, shuffle: np.ndarray, ids: Sequence[int], seq_length: int) -> np.ndarray:
+    """Packed samples `ids` (shuffled positions) as int64 `[len(ids), seq_length + 1]`, read from
+    `tokens` (the .bin) through the indices above; one C++ call with the GIL released."""
+    return _indices.gather_samples(tokens, pointers, sizes, order, sample_index, shuffle,
+                                   np.asarray(ids, dtype=np.int64).reshape(-1), int(seq_length))
+
+
 def normalize_weights(weights: Sequence[float]) -> np.ndarray:
     """Weights as float64 summing to 1; each must be finite and positive."""
     w = np.asarray([float(x) for x in weights], dtype=np.float64)

@@ -5,8 +5,10 @@ Python), prepared one step ahead in the background.
               │ hands over the step prepared ahead (or prepares it now), then schedules
               │ next_position(consumed) on the producer thread:
               ├─ sample ids of this DP rank: consumed + m·(mbs·dp) + dp_rank·mbs + [0, mbs)
-              ├─ read: dataset[i] on `num_workers` threads (C++-backed PackedDataset /
-              │        BlendedDataset), each sample's ids checked against the vocabulary
+              ├─ read: `dataset.read_batch(ids)` on `num_workers` threads, each a contiguous
+              │        share of the step: one C++ gather per call (packed, blended, FIM data;
+              │        GIL released), else dataset[i] per sample (dialog data); ids checked
+              │        against the vocabulary
               └─ collate: DALI pipeline (external source → tokens[:-1], tokens[1:], mask[1:];
                           outputs on the GPU under CUDA) or numpy/torch (`batches.collate`)
 
@@ -25,10 +27,11 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional
 
+import numpy as np
 import torch
 
 from megacode.data.provenance import check_token_range
-from megacode.data.batching import collate, position_ids, sample_arrays, sample_indices
+from megacode.data.batching import batch_arrays, collate, position_ids, sample_indices
 
 log = logging.getLogger("megacode")
 
@@ -113,10 +116,10 @@ class DaliCollator:
             self.pipe.set_outputs(*[o.gpu() for o in outputs] if on_gpu else outputs)
         self.pipe.build()
 
-    def __call__(self, samples: list, stream=None) -> dict:
-        rows = [sample_arrays(sample) for sample in samples]
-        self.pipe.feed_input("tokens", [tokens for tokens, _ in rows])
-        self.pipe.feed_input("mask", [mask for _, mask in rows])
+    def __call__(self, samples, stream=None) -> dict:
+        tokens, mask = batch_arrays(samples)  # [b, s+1] each: DALI takes the batch as one array
+        self.pipe.feed_input("tokens", tokens)
+        self.pipe.feed_input("mask", mask)
         outs = self.pipe.run(stream) if stream is not None else self.pipe.run()
         tokens, labels, mask = (self._to_torch(o, stream) for o in outs)
         return {"tokens": tokens, "labels": labels, "loss_mask": mask,
@@ -173,6 +176,7 @@ class StepLoader:
         self.name = name
         self.next_position = next_position or self._next_step
         self.backend = resolve_backend(backend)
+        self._batched = bool(getattr(dataset, "can_read_batch", False))  # read_batch serves it
         mbs = layout.micro_batch_size
         self.collator = (DaliCollator(mbs, self.num_workers, self.device) if self.backend == "dali"
                          else PythonCollator(self.device))
@@ -213,13 +217,26 @@ class StepLoader:
             check_token_range(sample, self.vocab_size, self.dataset, i)
         return sample
 
-    def _read(self, ids: List[int]) -> list:
-        if self._readers is None:
+    def _read_many(self, ids: List[int]):
+        """Samples `ids`: one `[n, s+1]` array from the dataset's `read_batch` (packed, blended and
+        FIM data: C++ with the GIL released), else a list of samples (dialog data)."""
+        if not self._batched:
             return [self._read_one(i) for i in ids]
+        rows = self.dataset.read_batch(ids)
+        if self.vocab_size is not None and rows.size and (rows.min() < 0 or rows.max() >= self.vocab_size):
+            bad = int(np.flatnonzero(((rows < 0) | (rows >= self.vocab_size)).any(axis=1))[0])
+            check_token_range(rows[bad], self.vocab_size, self.dataset, ids[bad])  # raises, naming the file
+        return rows
+
+    def _read(self, ids: List[int]):
+        if self._readers is None:
+            return self._read_many(ids)
         # Contiguous chunks, one per worker: one task per thread, not per sample; order kept.
         n = self.num_workers
         chunks = [ids[k * len(ids) // n:(k + 1) * len(ids) // n] for k in range(n)]
-        parts = self._readers.map(lambda chunk: [self._read_one(i) for i in chunk], chunks)
+        parts = list(self._readers.map(self._read_many, chunks))
+        if self._batched:
+            return np.concatenate(parts)
         return [sample for part in parts for sample in part]
 
     def _prepare(self, consumed: int) -> tuple:

@@ -1,4 +1,5 @@
-"""Loader throughput: samples/s of StepLoader with DALI and plain-Python collation at 0/1/2 threads.
+"""Loader throughput: samples/s of StepLoader with DALI and plain-Python collation at 0/1/2 threads,
+and the same reads sample by sample (`dataset[i]`, the baseline the C++ `read_batch` gather replaces).
 
     .venv/bin/python -m megacode.data.loader_bench [--tokens 20e6] [--seq 4096] [--steps 16] [--repeats 3]
 
@@ -45,6 +46,19 @@ def make_blend(root: str, tokens: int, seq: int, num_samples: int, seed: int = 0
     return BlendedDataset(parts, weights, num_samples, seed, f"{root}/cache")
 
 
+class PerSample:
+    """A dataset's samples without its `read_batch`: the loader then reads dataset[i] one by one."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
+
+
 def timed_pass(loader: StepLoader, gbs: int, steps: int, compute_s: float) -> tuple:
     """(seconds, loop's data wait per step, first step's batches) for `steps` back-to-back steps."""
     wait = 0.0
@@ -76,8 +90,9 @@ def main(argv=None) -> int:
     try:
         print(f"writing {args.tokens / 1e6:.0f}M tokens of test data under {root} ...", flush=True)
         blend = make_blend(root, int(args.tokens), args.seq, args.steps * args.gbs)
-        configs = [(b, w) for b in ("python", "dali") for w in (0, 1, 2)]
-        loaders = {c: StepLoader(blend, layout, backend=c[0], num_workers=c[1]) for c in configs}
+        configs = [(b, w) for b in ("python", "dali", "per-sample") for w in (0, 1, 2)]
+        loaders = {c: StepLoader(PerSample(blend) if c[0] == "per-sample" else blend, layout,
+                                 backend="python" if c[0] == "per-sample" else c[0], num_workers=c[1]) for c in configs}
         best = {c: float("inf") for c in configs}
         reference = None
         for r in range(args.repeats):
@@ -92,13 +107,16 @@ def main(argv=None) -> int:
               f"(best of {args.repeats}, {samples} samples each):")
         for (backend, workers), seconds in best.items():
             mode = "synchronous" if workers == 0 else f"{workers} thread{'s' * (workers > 1)} + prefetch"
-            print(f"  {backend:6s} {mode:22s} {samples / seconds:9.0f} samples/s  "
+            print(f"  {backend:10s} {mode:22s} {samples / seconds:9.0f} samples/s  "
                   f"{samples * args.seq / seconds / 1e6:7.1f}M tokens/s")
+        for workers in (0, 1, 2):
+            print(f"  read_batch gather vs per-sample reads, {workers} workers (python collate): "
+                  f"{best[('per-sample', workers)] / best[('python', workers)]:.2f}x")
         print(f"\noverlap with a {args.compute_ms:.0f} ms step (sleep), loop's wait for data per step:")
         for c in configs:
             loaders[c].stats.update(prefetched=0)
             _, wait, _ = timed_pass(loaders[c], args.gbs, args.steps, args.compute_ms / 1000)
-            print(f"  {c[0]:6s} {c[1]} workers: {wait * 1e3:7.2f} ms")
+            print(f"  {c[0]:10s} {c[1]} workers: {wait * 1e3:7.2f} ms")
         for loader in loaders.values():
             loader.close()
     finally:

@@ -186,3 +186,40 @@ def test_tokenizer_larger_than_model_vocab_is_a_config_error(tmp_path):
     cfg, lay = run_config(tmp_path, f"data.paths=[{{path: {a}}}]", f"data.tokenizer_model={tiny_model()}")
     with pytest.raises(ConfigError, match="has 2000 pieces but the model vocabulary is 512"):
         build_loaders(cfg, lay, 0, torch.device("cpu"))
+
+
+def test_read_batch_equals_samples(tmp_path, blend):
+    """The C++ gather (PackedDataset / BlendedDataset.read_batch) gives exactly dataset[i] per row,
+    for every token file dtype it reads, with empty documents and several epochs; the loader's
+    batches from it equal batches collated sample by sample."""
+    rng = np.random.default_rng(11)
+    lens = rng.integers(0, 40, 60)  # empty documents too
+    tokens = rng.integers(0, 70_000, int(lens.sum()))
+    for dtype in (np.uint16, np.int32, np.int64):
+        prefix = str(tmp_path / f"t_{np.dtype(dtype).name}")
+        with IndexedDatasetWriter(prefix, dtype) as w:
+            w.add_documents(tokens.astype(dtype), lens)
+        ds = PackedDataset(prefix, np.arange(60), SEQ, 200, seed=4, cache_dir=str(tmp_path / "c"))  # > 1 epoch
+        assert ds.num_epochs > 1 and ds.can_read_batch
+        ids = rng.permutation(len(ds))[:150]
+        assert np.array_equal(ds.read_batch(ids), np.stack([ds[i] for i in ids]))
+        with pytest.raises(IndexError, match=r"sample 200 out of range \[0, 200\)"):
+            ds.read_batch([3, 200])
+    ids = rng.permutation(len(blend))
+    assert blend.can_read_batch and np.array_equal(blend.read_batch(ids), np.stack([blend[i] for i in ids]))
+
+    class PerSample:  # the same samples without read_batch: the loader's other path
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __len__(self):
+            return len(self.ds)
+
+        def __getitem__(self, i):
+            return self.ds[i]
+
+    for workers in (0, 2):
+        fast = StepLoader(blend, layout(), backend="python", num_workers=workers)
+        slow = StepLoader(PerSample(blend), layout(), backend="python", num_workers=workers)
+        assert fast._batched and not slow._batched
+        assert_same(batches_of(fast, [0, 16, 48]), batches_of(slow, [0, 16, 48]))
