@@ -98,10 +98,11 @@ class LineScanner {
  public:
   explicit LineScanner(std::string_view line) : s_(line.data()), n_(line.size()) {}
 
-  // The whole line is one object; `on_member(key, is_string, value, raw)` is called per member,
-  // with the unescaped key, for string values the unescaped value (views valid until the next
-  // call), and the value's JSON text as [begin, end) byte offsets in the line. Trailing
-  // whitespace only after the object.
+  // The whole line is one object; `on_member(key, is_string, value, begin, end)` is called per
+  // member, with the unescaped key, for string values the unescaped value (views valid until
+  // the next call), and [begin, end): the byte offsets of the value's JSON text in the line.
+  // Only whitespace may follow the object. Members are reported as they are read: a line that
+  // fails later is rejected as a whole by the caller.
   template <typename OnMember>
   bool object(OnMember&& on_member) {
     skip_ws();
