@@ -176,7 +176,6 @@ class StepLoader:
         self.name = name
         self.next_position = next_position or self._next_step
         self.backend = resolve_backend(backend)
-        self._batched = bool(getattr(dataset, "can_read_batch", False))  # read_batch serves it
         mbs = layout.micro_batch_size
         self.collator = (DaliCollator(mbs, self.num_workers, self.device) if self.backend == "dali"
                          else PythonCollator(self.device))
@@ -216,6 +215,11 @@ class StepLoader:
         if self.vocab_size is not None:
             check_token_range(sample, self.vocab_size, self.dataset, i)
         return sample
+
+    @property
+    def _batched(self) -> bool:
+        """Whether the dataset's `read_batch` serves it (asked each time: the dataset may be swapped)."""
+        return bool(getattr(self.dataset, "can_read_batch", False))
 
     def _read_many(self, ids: List[int]):
         """Samples `ids`: one `[n, s+1]` array from the dataset's `read_batch` (packed, blended and
