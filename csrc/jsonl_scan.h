@@ -106,29 +106,7 @@ class LineScanner {
   template <typename OnMember>
   bool object(OnMember&& on_member) {
     skip_ws();
-    if (!eat('{')) return false;
-    skip_ws();
-    if (eat('}')) return end();
-    while (true) {
-      std::string_view key;
-      if (!string(&key_buf_, &key)) return false;
-      skip_ws();
-      if (!eat(':')) return false;
-      skip_ws();
-      const size_t begin = i_;
-      if (peek() == '"') {
-        std::string_view value;  // key and value use separate buffers: both stay valid here
-        if (!string(&value_buf_, &value)) return false;
-        on_member(key, true, value, begin, i_);
-      } else {
-        if (!value(1)) return false;
-        on_member(key, false, std::string_view(), begin, i_);
-      }
-      skip_ws();
-      if (eat(',')) { skip_ws(); continue; }
-      if (eat('}')) return end();
-      return false;
-    }
+    return peek() == '{' && members(0, on_member) && end();
   }
 
  private:
@@ -166,16 +144,30 @@ class LineScanner {
     }
   }
   bool nested_object(int depth) {
+    return members(depth, [](std::string_view, bool, std::string_view, size_t, size_t) {});
+  }
+  // The object at s_[i_] == '{', at nesting `depth` (0: the line's own object, whose string
+  // values are unescaped for on_member; deeper objects are only checked).
+  template <typename OnMember>
+  bool members(int depth, OnMember&& on_member) {
     ++i_;  // '{'
     skip_ws();
     if (eat('}')) return true;
     while (true) {
-      std::string_view key;
-      if (!string(&skip_buf_, &key)) return false;
+      std::string_view key;  // key and value use separate buffers: both stay valid here
+      if (!string(depth == 0 ? &key_buf_ : &skip_buf_, &key)) return false;
       skip_ws();
       if (!eat(':')) return false;
       skip_ws();
-      if (!value(depth + 1)) return false;
+      const size_t begin = i_;
+      if (depth == 0 && peek() == '"') {
+        std::string_view value;
+        if (!string(&value_buf_, &value)) return false;
+        on_member(key, true, value, begin, i_);
+      } else {
+        if (!value(depth + 1)) return false;
+        on_member(key, false, std::string_view(), begin, i_);
+      }
       skip_ws();
       if (eat(',')) { skip_ws(); continue; }
       return eat('}');
