@@ -18,6 +18,7 @@ from spm_fixtures import multilingual_texts, stdlib_texts, tiny_model  # noqa: E
 
 from megacode.data.preprocess import PreprocessConfig, preprocess  # noqa: E402
 from megacode.data.preprocess import worker as worker_module  # noqa: E402
+from megacode.data.indexed import IndexedDatasetWriter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "preprocess_data.py"
@@ -222,3 +223,41 @@ def test_cli_errors_name_the_problem(tmp_path, model):
     proc = cli("--input", str(tmp_path), "--workers", "0")
     assert proc.returncode == 2 and "workers must be >= 1" in proc.stderr
     assert np.array(os.listdir(tmp_path)).size == 0
+
+
+def test_merge_tool_and_slurm_array_job(tmp_path, corpus, model, sp):
+    """Shards preprocessed as the SLURM array job does them, then merged with
+    tools/merge_datasets.py (Megatron-LM's flags): Megatron-Core reads the documents of every
+    shard, in shard order."""
+    shards = [corpus["dir"] / "clean.jsonl", corpus["dir"] / "mixed.jsonl.gz"]
+    listing = tmp_path / "shards.txt"
+    listing.write_text("".join(f"{s}\n" for s in shards))
+    out = tmp_path / "out"
+    for task in range(len(shards)):
+        env = {**os.environ, "DRY_RUN": "1", "SLURM_ARRAY_TASK_ID": str(task), "SLURM_CPUS_PER_TASK": "2",
+               "PYTHON": sys.executable}
+        cmd = subprocess.run(["bash", "launch/slurm/preprocess.sbatch", str(listing), str(out), str(model), "--quiet"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()
+        assert cmd[1:] == ["tools/preprocess_data.py", "--input", str(shards[task]), "--output-prefix",
+                           f"{out}/{task:05d}_{['clean', 'mixed'][task]}", "--tokenizer-model", str(model),
+                           "--append-eod", "--workers", "2", "--rejects",
+                           f"{out}/{task:05d}_{['clean', 'mixed'][task]}.rejects.jsonl", "--quiet"]
+        out.mkdir(exist_ok=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    bad = subprocess.run(["bash", "launch/slurm/preprocess.sbatch", str(listing), str(out), str(model)], cwd=ROOT,
+                         env={**os.environ, "DRY_RUN": "1", "SLURM_ARRAY_TASK_ID": "2"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "has no line 3 for array task 2" in bad.stderr
+    merge = [sys.executable, str(ROOT / "tools" / "merge_datasets.py")]
+    proc = subprocess.run(merge + ["--input", str(out), "--output-prefix", str(tmp_path / "all")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "merged 2 datasets" in proc.stderr, proc.stderr
+    clean = [json.loads(line)["text"] for line in (corpus["dir"] / "clean.jsonl").read_text().splitlines()]
+    expected = [sp.encode(t) + [sp.eos_id()] for t in clean + corpus["texts"]]
+    assert read_docs(tmp_path / "all") == expected
+    wide = tmp_path / "wide"
+    with IndexedDatasetWriter(str(wide), np.int32) as w:
+        w.add_documents(np.arange(5), np.array([5]))
+    proc = subprocess.run(merge + ["--input", f"{out}/00000_clean_text_document", str(wide),
+                                   "--output-prefix", str(tmp_path / "mixed_dtypes")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "merge needs one dtype" in proc.stderr
+    assert not list(tmp_path.glob("mixed_dtypes*"))
