@@ -29,7 +29,8 @@ def step_dir(root: str | Path, step: int) -> Path:
     return Path(root) / f"iter_{step:07d}"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (fsync of the directory itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -44,7 +45,7 @@ def _write_atomic(directory: Path, name: str, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, directory / name)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def write_tracker(root: str | Path, step: int) -> None:

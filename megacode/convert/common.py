@@ -19,6 +19,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from megacode.checkpoint.tracker import fsync_dir
+
 
 class ConvertError(ValueError):
     """Bad conversion input; the message names the file or value at fault."""
@@ -101,12 +103,5 @@ def staged_output(output: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _fsync_dir(output.parent)
+    fsync_dir(output.parent)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
