@@ -147,15 +147,19 @@ class Sandbox:
         cfg = self.config
         timeout = job.timeout_s if job.timeout_s is not None else cfg.timeout_s
         nonce = secrets.token_hex(16)
+        nproc = job.max_processes or cfg.max_processes
+        # Command mode: per process, twice the longest step (compilers run several threads).
+        cpu_limit = cfg.cpu_limit_s if not job.steps else int(2 * max(s.timeout_s for s in job.steps)) + 1
         read_fd, write_fd = os.pipe()
         spec = {
             "report_fd": write_fd, "namespaces": iso.namespaces, "workdir": workdir, "tmpfs_mb": cfg.tmpfs_mb,
-            "memory_mb": cfg.memory_mb, "file_size_mb": cfg.file_size_mb, "max_open_files": cfg.max_open_files,
-            "cpu_time_s": cfg.cpu_limit_s, "block_sockets": cfg.block_sockets, "run_name": job.run_name,
+            "memory_mb": job.memory_mb or cfg.memory_mb, "file_size_mb": cfg.file_size_mb,
+            "max_open_files": cfg.max_open_files,
+            "cpu_time_s": cpu_limit, "block_sockets": cfg.block_sockets, "run_name": job.run_name,
             # Counted per (user namespace, uid) with namespaces, where bootstrap and init count
             # too; else per uid, meaningful only for a uid reserved to this run (the root
             # supervisor does not count).
-            "nproc": (cfg.max_processes + 2 if iso.namespaces else cfg.max_processes if uid is not None else None),
+            "nproc": (nproc + 2 if iso.namespaces else nproc if uid is not None else None),
             # Without namespaces a root bootstrap stays root and drops only the program.
             "program_uid": uid if not iso.namespaces else None,
         }
@@ -163,7 +167,11 @@ class Sandbox:
         argv += ["-c", _CHILD_SOURCE, json.dumps(spec)]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
                "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        payload = json.dumps({"program": job.program, "test": job.test, "nonce": nonce}).encode()
+        payload = {"program": job.program, "test": job.test, "nonce": nonce}
+        if job.steps is not None:  # command mode: files written, then each step run (sandbox_child)
+            payload["files"] = job.files or {}
+            payload["steps"] = [dataclasses.asdict(step) for step in job.steps]
+        payload = json.dumps(payload).encode()
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
@@ -186,7 +194,7 @@ class Sandbox:
             if killed and not iso.namespaces and uid is not None:
                 self._reap_uid(iso, uid)
             stdout, stderr = _tail(out, cfg.output_tail_bytes), _tail(err, cfg.output_tail_bytes)
-        return _verdict(lines, killed, proc.returncode, stdout, stderr, seconds, timeout, cfg.cpu_limit_s)
+        return _verdict(lines, killed, proc.returncode, stdout, stderr, seconds, timeout, cpu_limit)
 
     def _talk(self, proc: subprocess.Popen, payload: bytes, read_fd: int, nonce: str, timeout: float,
               until_exit: bool = False) -> tuple[dict, bool]:
@@ -245,6 +253,8 @@ class Sandbox:
                         deadline = time.monotonic() + timeout  # the program's clock starts now
                     if word == "note" and "note" in lines:
                         lines["note"] += "; " + detail
+                    if word == "step":
+                        lines.setdefault("steps", []).append(_step_record(detail))
                     lines.setdefault(word, detail)
         proc.wait()
         return lines, killed
@@ -322,10 +332,20 @@ def _tail(handle, size: int) -> str:
     return handle.read().decode("utf-8", "replace")
 
 
+def _step_record(detail: str) -> dict:
+    try:
+        record = json.loads(detail)
+    except json.JSONDecodeError:
+        record = None
+    return record if isinstance(record, dict) else {"name": "?", "exit": None, "seconds": 0.0}
+
+
 def _verdict(lines: dict, killed: bool, returncode: int, stdout: str, stderr: str, seconds: float,
              timeout: float, cpu_limit: int) -> SandboxResult:
+    steps = lines.get("steps", [])
+
     def result(status: str, code: Optional[int], reason: str) -> SandboxResult:
-        return SandboxResult(status, code, stdout, stderr, round(seconds, 4), reason, lines.get("note", ""))
+        return SandboxResult(status, code, stdout, stderr, round(seconds, 4), reason, lines.get("note", ""), steps)
 
     if "ready" not in lines:
         if killed:
@@ -345,6 +365,8 @@ def _verdict(lines: dict, killed: bool, returncode: int, stdout: str, stderr: st
     code = os.WEXITSTATUS(status)
     if code == 0 and "passed" in lines:
         return result("passed", 0, "")
+    if steps and steps[-1].get("timed_out"):
+        return result("timed_out", code, lines.get("failed", "a step passed its time limit"))
     for word in ("tampered", "exited", "failed"):
         if word in lines:
             return result("failed", code, lines[word])

@@ -33,8 +33,10 @@ import ctypes
 import json
 import os
 import resource
+import select
 import signal
 import sys
+import time
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -300,6 +302,8 @@ def _run_program(spec, payload, nonce):
     if spec["namespaces"]:
         _drop_capabilities()
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if "steps" in payload:
+        _run_steps(payload, nonce)  # never returns
     import builtins
     import faulthandler
     faulthandler.enable()  # a C-level crash prints the Python stack to stderr
@@ -340,6 +344,84 @@ def _run_program(spec, payload, nonce):
     _flush()
     _report(nonce, "passed")
     os._exit(0)  # skip atexit handlers and non-daemon threads the program may have left
+
+
+def _run_steps(payload, nonce):
+    """Command mode: write the files into the working directory, then run each step (compile,
+    run) as a child in its own process group, with its own time limit. The program's output is
+    the run's stdout and stderr. The exec'd programs never hold the nonce or the report pipe."""
+    for name, text in payload.pop("files").items():
+        if not name or "/" in name or name in (".", ".."):
+            _report(nonce, "failed", f"file name {name!r} is not a plain name")
+            os._exit(1)
+        with open(name, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    for step in payload.pop("steps"):
+        started = time.monotonic()
+        code, timed_out = _run_step(step)
+        _report(nonce, "step", json.dumps({"name": step["name"], "exit": code, "timed_out": timed_out,
+                                           "seconds": round(time.monotonic() - started, 4)}))
+        if timed_out or code != 0:
+            if timed_out:
+                why = f"{step['name']}: time limit of {step['timeout_s']:g}s exceeded"
+            elif code < 0:
+                why = f"{step['name']}: killed by signal {-code}"
+            else:
+                why = f"{step['name']}: exit status {code}"
+            _report(nonce, "failed", why)
+            os._exit(1)
+    _report(nonce, "passed")
+    os._exit(0)
+
+
+def _run_step(step):
+    """(exit code or -signal, timed out?) of one command; a time-out kills its process group."""
+    env = dict(os.environ, **(step.get("env") or {}))
+    stdin_fd = None
+    if step.get("stdin"):
+        stdin_fd = os.memfd_create("stdin", 0)  # no file the program could see or change
+        os.write(stdin_fd, step["stdin"].encode("utf-8"))
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setpgid(0, 0)
+            os.close(REPORT_FD)
+            if stdin_fd is not None:
+                os.dup2(stdin_fd, 0)
+                os.close(stdin_fd)
+            os.execvpe(step["argv"][0], step["argv"], env)
+        except BaseException as exc:
+            os.write(2, f"sandbox: cannot run {step['argv'][0]}: {exc}\n".encode())
+        os._exit(127)
+    if stdin_fd is not None:
+        os.close(stdin_fd)
+    deadline = time.monotonic() + step["timeout_s"]
+    waiter = os.pidfd_open(pid)
+    try:
+        while True:
+            ready, _, _ = select.select([waiter], [], [], max(deadline - time.monotonic(), 0))
+            if ready:
+                break
+            if time.monotonic() >= deadline:
+                _kill_step(pid)
+                os.waitpid(pid, 0)
+                return None, True
+    finally:
+        os.close(waiter)
+    _, status = os.waitpid(pid, 0)
+    _kill_step(pid)  # what the step left in its group (a background job) ends with it
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return -sig, sig == signal.SIGXCPU  # the soft CPU-time limit counts as a time-out
+    return os.WEXITSTATUS(status), False
+
+
+def _kill_step(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _lookup(name):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from megacode.config.schema import ConfigError
@@ -94,6 +94,33 @@ class SandboxJob:
     run_name: str = "__main__"
     """`__name__` of the program's globals; evaluation uses another name so that a
     `if __name__ == "__main__":` block (often reading input()) does not run."""
+    files: Optional[dict] = None
+    """Command mode (other languages): file name -> text, written into the working directory;
+    then `steps` run there instead of the Python program/test."""
+    steps: Optional[list] = None
+    """Command mode: `CommandStep`s run one after the other inside the sandbox (compile, run);
+    the first that exits non-zero, is killed or passes its time limit ends the run as failed."""
+    memory_mb: Optional[int] = None
+    """Overrides SandboxConfig.memory_mb (RLIMIT_AS) for this job: JVM, mono and node reserve
+    far more address space than they use (see megacode.eval.languages)."""
+    max_processes: Optional[int] = None
+    """Overrides SandboxConfig.max_processes: runtimes start helper threads, which RLIMIT_NPROC counts."""
+
+
+@dataclass
+class CommandStep:
+    """One command of a command-mode job, run in the job's working directory."""
+
+    name: str
+    """compile or run (reported per step, and in the verdict)."""
+    argv: list
+    """Program and arguments; found on the sandbox's PATH."""
+    timeout_s: float
+    """This step's wall-clock limit, inside the job's own limit."""
+    stdin: str = ""
+    """Text fed to the command's standard input (APPS-style tests); empty = /dev/null."""
+    env: Optional[dict] = None
+    """Variables added to the scrubbed environment (e.g. MONO_TRACE_LISTENER)."""
 
 
 @dataclass
@@ -112,6 +139,9 @@ class SandboxResult:
     """Why it did not pass, in words (exception, limit, signal)."""
     notes: str = ""
     """Isolation the kernel refused for this run (e.g. no read-only host tree); empty normally."""
+    steps: list = field(default_factory=list)
+    """Command mode: per step that ran, {"name", "exit" (code, -signal, or None if timed out),
+    "seconds"}; the last one is the step that ended the run."""
 
     def to_dict(self) -> dict:
         return asdict(self)
