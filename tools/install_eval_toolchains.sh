@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compilers and runtimes that MultiPL-E evaluation runs in the sandbox (megacode/eval/languages.py):
-# g++ (C++), a JDK (Java), php-cli (PHP), mono's mcs + runtime (C#), node (JavaScript) and the
+# g++ (C++), a JDK and javatuples (Java), php-cli (PHP), mono's mcs + runtime (C#), node (JavaScript) and the
 # TypeScript compiler from npm, bash. Idempotent: it installs only what is missing and returns
 # at once when everything is there. apt waits for other apt users instead of failing.
 set -euo pipefail
@@ -14,6 +14,8 @@ packages=()
 for tool in "${!need[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || packages+=("${need[$tool]}")
 done
+# MultiPL-E's Java prompts import org.javatuples (their evaluator puts javatuples 1.2 on the class path).
+[ -f /usr/share/java/javatuples-1.2.jar ] || packages+=(libjavatuples-java)
 # mcs -r:System.Numerics.dll needs the assembly, which mono-mcs alone may not pull in.
 if command -v mcs >/dev/null 2>&1 && ! ls /usr/lib/mono/4.5/System.Numerics.dll >/dev/null 2>&1; then
     packages+=(libmono-system-numerics4.0-cil)

@@ -16,8 +16,7 @@ AssertionError and ReferenceError. A sample passes when the outcome is OK with e
 Exception, exit -1) this module says Timeout: the label differs, pass or fail never does.
 Deviations, each keeping pass/fail: TypeScript compiles with `--skipLibCheck` (the bundled
 lib .d.ts files are not re-checked; errors in the program are the same, 3x faster); C# uses
-Debian's mono `mcs` for their `csc` (same flags); Java runs without javatuples on the class
-path (problems importing org.javatuples do not compile).
+Debian's mono `mcs` for their `csc` (same flags).
 
 Address space (RLIMIT_AS) per language: Python programs fit in 512 MB, but a JVM reserves its
 heap, code cache and class space up front and a thread stack per thread (javac failed under
@@ -30,6 +29,7 @@ RLIMIT_NPROC counts threads, and these runtimes start a dozen or more helper thr
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -38,6 +38,7 @@ from megacode.eval.sandbox_config import CommandStep, SandboxJob, SandboxResult
 
 OK = "OK"
 OUTCOMES = ("OK", "SyntaxError", "Exception", "Timeout", "AssertionError", "ReferenceError")
+JAVATUPLES = "/usr/share/java/javatuples-1.2.jar"  # Debian's libjavatuples-java, the version MultiPL-E uses
 JVM_FLAGS = ["-Xmx256m", "-Xss1m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
              "-XX:CompressedClassSpaceSize=64m", "-XX:MaxMetaspaceSize=128m", "-XX:ActiveProcessorCount=1"]
 
@@ -60,6 +61,8 @@ class Language:
     run_env: dict = field(default_factory=dict)
     error_words: tuple = ()
     """(text, outcome) checked in order on a failed run's output (JavaScript, TypeScript, Bash)."""
+    required_files: tuple = ()
+    """Libraries the commands use (Java: the javatuples jar)."""
 
     @property
     def tools(self) -> list[str]:
@@ -104,8 +107,9 @@ _JS_WORDS = (("ERR_ASSERTION", "AssertionError"), ("SyntaxError", "SyntaxError")
 LANGUAGES: dict[str, Language] = {lang.code: lang for lang in (
     Language("cpp", "C++", "Problem.cpp", run=("./Problem",),
              compile=("g++", "Problem.cpp", "-o", "Problem", "-std=c++17"), memory_mb=2048),
-    Language("java", "Java", "Problem.java", run=("java", *JVM_FLAGS, "-ea", "-cp", ".", "Problem"),
-             compile=("javac", *[f"-J{flag}" for flag in JVM_FLAGS], "-encoding", "UTF8", "-d", ".", "Problem.java"),
+    Language("java", "Java", "Problem.java", run=("java", *JVM_FLAGS, "-ea", "-cp", f".:{JAVATUPLES}", "Problem"),
+             compile=("javac", *[f"-J{flag}" for flag in JVM_FLAGS], "-encoding", "UTF8", "-cp", JAVATUPLES,
+                      "-d", ".", "Problem.java"), required_files=(JAVATUPLES,),
              memory_mb=2048, max_processes=64),
     Language("php", "PHP", "Problem.php", run=("php", "Problem.php")),
     Language("ts", "TypeScript", "Problem.ts", run=("node", "Problem.js"),
@@ -131,10 +135,12 @@ def language(code: str) -> Language:
 
 
 def missing_tools(codes: Sequence[str]) -> dict[str, list[str]]:
-    """language code -> executables not on PATH, for the languages that lack some."""
+    """language code -> executables not on PATH and missing library files, for the languages that lack some."""
     missing = {}
     for code in codes:
-        absent = [tool for tool in language(code).tools if shutil.which(tool) is None]
+        lang = language(code)
+        absent = [tool for tool in lang.tools if shutil.which(tool) is None]
+        absent += [path for path in lang.required_files if not os.path.isfile(path)]
         if absent:
             missing[code] = absent
     return missing
