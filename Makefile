@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.megacode-installed
 NPROC_PER_NODE ?= 4
 
-.PHONY: setup test quickstart clean
+.PHONY: setup test quickstart clean eval-toolchains
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): $(VENV)/bin/python setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PIP) install -q --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 
-test: setup
+# Compilers and runtimes of the MultiPL-E sandbox tests (quick when already installed).
+eval-toolchains:
+	bash tools/install_eval_toolchains.sh
+
+test: setup eval-toolchains
 	$(PY) -m pytest -q tests
 
 quickstart: setup
