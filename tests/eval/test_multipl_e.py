@@ -142,3 +142,19 @@ def test_cli_scores_a_samples_file(tmp_path):
     results = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in results] == ["OK", "Exception", "OK", "AssertionError"]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"sh": {"pass@1": 0.5}, "js": {"pass@1": 0.5}}
+
+
+def test_a_compiler_out_of_memory_or_time_fails_the_sample():
+    """cc1plus reading /dev/zero exhausts the address-space limit; a constexpr loop of 4e10 steps
+    runs the compiler into its time limit. Both are MultiPL-E compile errors, and both runs end."""
+    cpp = LANGUAGES["cpp"]
+    sandbox = Sandbox(SandboxConfig(workers=2))
+    jobs = [cpp.job('#include "/dev/zero"\nint main() {}\n', compile_timeout_s=COMPILE_S),
+            cpp.job("constexpr long f() { long s = 0; for (long i = 0; i < 200000; i++) for (long j = 0; j < 200000; j++)"
+                    " s += i ^ j; return s; }\n"
+                    "static_assert(f() != 1);\nint main() {}\n", compile_timeout_s=3.0)]
+    memory, slow = sandbox.run_many(jobs, progress=False)
+    assert cpp.outcome(memory) == "SyntaxError" and "out of memory" in memory.stderr_tail
+    assert memory.steps == [{"name": "compile", "exit": 1, "timed_out": False, "seconds": memory.steps[0]["seconds"]}]
+    assert cpp.outcome(slow) == "SyntaxError" and slow.status == "timed_out"
+    assert [(s["name"], s["exit"], s["timed_out"]) for s in slow.steps] == [("compile", None, True)]
