@@ -50,10 +50,10 @@ def run_multipl_e(problems_path: str, samples_path: Optional[str] = None, model:
     """Returns {"table", "pass@k" (language -> {k: value}), "results" (path)}."""
     settings = settings or GenerationSettings()
     problems = multipl_e.read_problems(Path(problems_path), languages)
-    require_toolchains(sorted({p.language for p in problems}))
     if samples_path:
-        samples = multipl_e.read_samples(Path(samples_path), problems)
+        samples = multipl_e.read_samples(Path(samples_path), problems)  # run_samples checks their toolchains
     else:
+        require_toolchains(sorted({p.language for p in problems}))  # before any generation
         by_key = {p.key: p for p in problems}
         generated = generate_samples([p.as_generation_problem() for p in problems],
                                      _generator(model, generator, settings), settings.num_samples, "multipl-e generate")

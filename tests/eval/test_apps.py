@@ -122,3 +122,22 @@ def test_cli_scores_a_samples_file(tmp_path):
     assert figures["all"] == {"strict_accuracy": 0.5, "test_case_average": 0.875, "pass@1": 0.5}
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
     assert [r["cases"] for r in rows] == [[True, True, True], [True, False, True, True]]
+
+
+def test_generation_with_a_model_and_shots(tiny_model_dir, tmp_path):
+    """A real (tiny, random) Hugging Face model answers 2-shot prompts; the samples file it
+    writes scores again without the model to the same figures."""
+    from megacode.eval.generate import GenerationSettings
+    from megacode.eval.polyglot_runner import run_apps
+
+    problems_file = write_jsonl(tmp_path / "apps.jsonl", [STDIN_ROW, CALL_ROW])
+    shots_file = write_jsonl(tmp_path / "train.jsonl", [STDIN_ROW, {**STDIN_ROW, "problem_id": 1}])
+    out = tmp_path / "out"
+    report = run_apps(str(problems_file), model=str(tiny_model_dir), shots_path=str(shots_file),
+                      settings=GenerationSettings(max_new_tokens=16), out_dir=str(out), case_timeout_s=1.5)
+    written = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in written] == ["4001", "4002"]
+    assert all(not any(s in r["completion"] for s in apps.STOP) for r in written)
+    assert set(report["metrics"]) == {"introductory", "interview", "all"}
+    again = run_apps(str(problems_file), samples_path=str(out / "samples.jsonl"), case_timeout_s=1.5)
+    assert again["metrics"] == report["metrics"]

@@ -158,3 +158,39 @@ def test_a_compiler_out_of_memory_or_time_fails_the_sample():
     assert memory.steps == [{"name": "compile", "exit": 1, "timed_out": False, "seconds": memory.steps[0]["seconds"]}]
     assert cpp.outcome(slow) == "SyntaxError" and slow.status == "timed_out"
     assert [(s["name"], s["exit"], s["timed_out"]) for s in slow.steps] == [("compile", None, True)]
+
+
+def test_generation_with_a_model_then_scoring(tiny_model_dir, tmp_path):
+    """A real (tiny, random) Hugging Face model generates per problem; completions are cut at
+    the stop tokens, written re-scorable, and every sample gets a MultiPL-E outcome."""
+    from megacode.eval.generate import GenerationSettings
+    from megacode.eval.polyglot_runner import run_multipl_e
+
+    problems_file = write_jsonl(tmp_path / "problems.jsonl", problems())
+    out = tmp_path / "out"
+    report = run_multipl_e(str(problems_file), model=str(tiny_model_dir), languages=["sh", "js", "py"],
+                           settings=GenerationSettings(max_new_tokens=24), out_dir=str(out), run_timeout_s=RUN_S)
+    written = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["language"] for r in written) == ["js", "py", "sh"]
+    stops = {p["language"]: p["stop_tokens"] for p in problems()}
+    assert all(not any(s in r["completion"] for s in stops[r["language"]]) for r in written)
+    results = [json.loads(line) for line in Path(report["results"]).read_text().splitlines()]
+    assert len(results) == 3 and all(r["outcome"] in ("OK", "SyntaxError", "Exception", "Timeout", "AssertionError",
+                                                      "ReferenceError") for r in results)
+    assert set(report["pass@k"]) == {"sh", "js", "py"} and (out / "multipl-e_summary.md").is_file()
+    # The same file scores again without the model.
+    again = run_multipl_e(str(problems_file), samples_path=str(out / "samples.jsonl"), run_timeout_s=RUN_S)
+    assert again["pass@k"] == report["pass@k"]
+
+
+def test_missing_toolchain_stops_before_generation(monkeypatch, tmp_path):
+    from megacode.eval.polyglot_runner import run_multipl_e
+
+    class MustNotGenerate:
+        def generate(self, *args, **kwargs):
+            raise AssertionError("generation started before the toolchain check")
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="toolchains missing"):
+        run_multipl_e(str(write_jsonl(tmp_path / "p.jsonl", problems())), generator=MustNotGenerate(),
+                      out_dir=str(tmp_path / "out"))
