@@ -23,7 +23,8 @@ can only kill the program's process group.
 The spec (argv) holds no secret. stdin holds {"program", "test", "nonce"} and is replaced by
 /dev/null once read. Reports are lines "<nonce> <word> [detail]" on fd 3: `ready`,
 `note <isolation missing>`, `status <wait status>` (from the supervisor), `passed`,
-`failed <why>`, `exited <why>`, `tampered <names>`. Only the harness knows the nonce, so a program that exits early (sys.exit,
+`failed <why>`, `exited <why>`, `tampered <names>`, and in command mode (stdin also holds
+"files" and "steps") `step {"name", "exit", "timed_out", "seconds"}` after each step. Only the harness knows the nonce, so a program that exits early (sys.exit,
 os._exit, a killed supervisor) cannot produce `passed`; the nonce is not hidden from code that
 deliberately searches the interpreter's memory for it, which is outside the threat model of
 evaluating model-written code.

@@ -194,3 +194,17 @@ def test_missing_toolchain_stops_before_generation(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="toolchains missing"):
         run_multipl_e(str(write_jsonl(tmp_path / "p.jsonl", problems())), generator=MustNotGenerate(),
                       out_dir=str(tmp_path / "out"))
+
+
+def test_command_mode_without_namespaces_still_runs_and_contains(tmp_path):
+    """The fallback (no namespaces: uid and rlimits only) runs compiled languages too, and a
+    looping program is still stopped."""
+    config = SandboxConfig(namespaces="off", workers=2)
+    sandbox = Sandbox(config)
+    rows = {p["language"]: p for p in problems()}
+    bash = multipl_e.MultiPLEProblem(**{k: rows["sh"][k] for k in ("name", "language", "prompt", "tests", "stop_tokens")})
+    cases = completions("sh", str(tmp_path / "x"), 9)
+    samples = [multipl_e.MultiPLESample(bash, cases[name]) for name in ("correct", "wrong", "loop")]
+    outcomes = multipl_e.run_samples(samples, sandbox, COMPILE_S, RUN_S)
+    assert [o for o, _ in outcomes] == ["OK", "Exception", "Timeout"]
+    assert not sandbox.isolation.namespaces and sandbox_uid_processes(config) == []
