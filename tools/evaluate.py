@@ -107,6 +107,8 @@ def polyglot(args) -> int:
 
     if not args.problems:
         raise ValueError(f"{args.mode} needs --problems FILE (the benchmark's rows as JSONL)")
+    if args.megacode_checkpoint:  # evaluate its Hugging Face export
+        args.model = str(hooks.export_megacode_checkpoint(args.megacode_checkpoint, args.out or f"runs/eval-{args.mode}"))
     if bool(args.model) == bool(args.samples):
         raise ValueError(f"{args.mode} needs one of --model HF_DIR or --samples FILE")
     given = {"num_samples": args.n, "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
@@ -123,7 +125,8 @@ def polyglot(args) -> int:
         figures = report["pass@k"]
     else:
         report = polyglot_runner.run_apps(args.problems, shots_path=args.shots, num_shots=args.num_shots,
-                                          case_timeout_s=args.timeout or 4.0, limit=args.limit, **common)
+                                          limit=args.limit, **({"case_timeout_s": args.timeout} if args.timeout else {}),
+                                          **common)
         figures = {d: {"strict_accuracy": round(m["strict_accuracy"], 6),
                        "test_case_average": round(m["test_case_average"], 6),
                        **{f"pass@{k}": round(v, 6) for k, v in m["pass@k"].items()}} for d, m in report["metrics"].items()}

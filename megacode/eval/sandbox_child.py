@@ -397,25 +397,39 @@ def _run_step(step):
         os._exit(127)
     if stdin_fd is not None:
         os.close(stdin_fd)
-    deadline = time.monotonic() + step["timeout_s"]
-    waiter = os.pidfd_open(pid)
-    try:
-        while True:
-            ready, _, _ = select.select([waiter], [], [], max(deadline - time.monotonic(), 0))
-            if ready:
-                break
-            if time.monotonic() >= deadline:
-                _kill_step(pid)
-                os.waitpid(pid, 0)
-                return None, True
-    finally:
-        os.close(waiter)
+    ended = _wait(pid, time.monotonic() + step["timeout_s"])
+    _kill_step(pid)  # the time-out, or what the step left in its group (a background job)
     _, status = os.waitpid(pid, 0)
-    _kill_step(pid)  # what the step left in its group (a background job) ends with it
+    if not ended:
+        return None, True
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         return -sig, sig == signal.SIGXCPU  # the soft CPU-time limit counts as a time-out
     return os.WEXITSTATUS(status), False
+
+
+def _wait(pid, deadline):
+    """Whether the step ended before the deadline. It is left unreaped, so that its process
+    group id stays reserved for the kill that follows."""
+    try:
+        waiter = os.pidfd_open(pid)
+    except OSError:  # kernels before 5.3: poll
+        waiter = None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if waiter is not None:
+                if select.select([waiter], [], [], max(left, 0))[0]:
+                    return True
+            else:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                    return True
+                time.sleep(min(0.005, max(left, 0)))
+            if time.monotonic() >= deadline:
+                return False
+    finally:
+        if waiter is not None:
+            os.close(waiter)
 
 
 def _kill_step(pid):
