@@ -1,6 +1,6 @@
 """Runs untrusted Python (model-written solutions and their tests), one fresh process per run.
 
-Command mode (a job with `steps`, used for compiled and other languages): the job's files are
+Command mode (a job with `steps`, used for compiled and other languages; `sandbox_steps.py`): the job's files are
 written into the run's working directory and each step (compile, run) is exec'd there as the
 program, under the same containment below; see megacode.eval.languages. Without namespaces the
 Python audit hook is the only network barrier, and it does not reach exec'd programs.
@@ -51,6 +51,7 @@ from megacode.eval.sandbox_config import SandboxConfig, SandboxError, SandboxJob
 log = logging.getLogger(__name__)
 
 _CHILD_SOURCE = (Path(__file__).with_name("sandbox_child.py")).read_text()
+_STEPS_SOURCE = (Path(__file__).with_name("sandbox_steps.py")).read_text()
 _EXIT_SETUP = 121
 _WORKDIR_NS = "/tmp/work"
 _REPORT_CAP = 64 * 1024
@@ -176,6 +177,7 @@ class Sandbox:
         if job.steps is not None:  # command mode: files written, then each step run (sandbox_child)
             payload["files"] = job.files or {}
             payload["steps"] = [dataclasses.asdict(step) for step in job.steps]
+            payload["runner"] = _STEPS_SOURCE
         payload = json.dumps(payload).encode()
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

@@ -24,7 +24,7 @@ The spec (argv) holds no secret. stdin holds {"program", "test", "nonce"} and is
 /dev/null once read. Reports are lines "<nonce> <word> [detail]" on fd 3: `ready`,
 `note <isolation missing>`, `status <wait status>` (from the supervisor), `passed`,
 `failed <why>`, `exited <why>`, `tampered <names>`, and in command mode (stdin also holds
-"files" and "steps") `step {"name", "exit", "timed_out", "seconds"}` after each step. Only the harness knows the nonce, so a program that exits early (sys.exit,
+"files", "steps" and the source of sandbox_steps.py) `step {...}` after each step. Only the harness knows the nonce, so a program that exits early (sys.exit,
 os._exit, a killed supervisor) cannot produce `passed`; the nonce is not hidden from code that
 deliberately searches the interpreter's memory for it, which is outside the threat model of
 evaluating model-written code.
@@ -34,10 +34,8 @@ import ctypes
 import json
 import os
 import resource
-import select
 import signal
 import sys
-import time
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -303,8 +301,10 @@ def _run_program(spec, payload, nonce):
     if spec["namespaces"]:
         _drop_capabilities()
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if "steps" in payload:
-        _run_steps(payload, nonce)  # never returns
+    if "steps" in payload:  # command mode: the host sent sandbox_steps.py's source along
+        runner = {"__name__": "sandbox_steps"}
+        exec(compile(payload.pop("runner"), "<sandbox_steps>", "exec"), runner)
+        runner["run_steps"](payload, nonce, _report, REPORT_FD)  # never returns
     import builtins
     import faulthandler
     faulthandler.enable()  # a C-level crash prints the Python stack to stderr
@@ -345,98 +345,6 @@ def _run_program(spec, payload, nonce):
     _flush()
     _report(nonce, "passed")
     os._exit(0)  # skip atexit handlers and non-daemon threads the program may have left
-
-
-def _run_steps(payload, nonce):
-    """Command mode: write the files into the working directory, then run each step (compile,
-    run) as a child in its own process group, with its own time limit. The program's output is
-    the run's stdout and stderr. The exec'd programs never hold the nonce or the report pipe."""
-    for name, text in payload.pop("files").items():
-        if not name or "/" in name or name in (".", ".."):
-            _report(nonce, "failed", f"file name {name!r} is not a plain name")
-            os._exit(1)
-        with open(name, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    for step in payload.pop("steps"):
-        started = time.monotonic()
-        code, timed_out = _run_step(step)
-        _report(nonce, "step", json.dumps({"name": step["name"], "exit": code, "timed_out": timed_out,
-                                           "seconds": round(time.monotonic() - started, 4)}))
-        if timed_out or code != 0:
-            if timed_out:
-                why = f"{step['name']}: time limit of {step['timeout_s']:g}s exceeded"
-            elif code < 0:
-                why = f"{step['name']}: killed by signal {-code}"
-            else:
-                why = f"{step['name']}: exit status {code}"
-            _report(nonce, "failed", why)
-            os._exit(1)
-    _report(nonce, "passed")
-    os._exit(0)
-
-
-def _run_step(step):
-    """(exit code or -signal, timed out?) of one command; a time-out kills its process group."""
-    env = dict(os.environ, **(step.get("env") or {}))
-    stdin_fd = None
-    if step.get("stdin"):
-        stdin_fd = os.memfd_create("stdin", 0)  # no file the program could see or change
-        os.write(stdin_fd, step["stdin"].encode("utf-8"))
-        os.lseek(stdin_fd, 0, os.SEEK_SET)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setpgid(0, 0)
-            os.close(REPORT_FD)
-            if stdin_fd is not None:
-                os.dup2(stdin_fd, 0)
-                os.close(stdin_fd)
-            os.execvpe(step["argv"][0], step["argv"], env)
-        except BaseException as exc:
-            os.write(2, f"sandbox: cannot run {step['argv'][0]}: {exc}\n".encode())
-        os._exit(127)
-    if stdin_fd is not None:
-        os.close(stdin_fd)
-    ended = _wait(pid, time.monotonic() + step["timeout_s"])
-    _kill_step(pid)  # the time-out, or what the step left in its group (a background job)
-    _, status = os.waitpid(pid, 0)
-    if not ended:
-        return None, True
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        return -sig, sig == signal.SIGXCPU  # the soft CPU-time limit counts as a time-out
-    return os.WEXITSTATUS(status), False
-
-
-def _wait(pid, deadline):
-    """Whether the step ended before the deadline. It is left unreaped, so that its process
-    group id stays reserved for the kill that follows."""
-    try:
-        waiter = os.pidfd_open(pid)
-    except OSError:  # kernels before 5.3: poll
-        waiter = None
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if waiter is not None:
-                if select.select([waiter], [], [], max(left, 0))[0]:
-                    return True
-            else:
-                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
-                    return True
-                time.sleep(min(0.005, max(left, 0)))
-            if time.monotonic() >= deadline:
-                return False
-    finally:
-        if waiter is not None:
-            os.close(waiter)
-
-
-def _kill_step(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _lookup(name):
