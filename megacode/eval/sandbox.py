@@ -1,9 +1,10 @@
 """Runs untrusted Python (model-written solutions and their tests), one fresh process per run.
 
-Command mode (a job with `steps`, used for compiled and other languages; `sandbox_steps.py`): the job's files are
-written into the run's working directory and each step (compile, run) is exec'd there as the
-program, under the same containment below; see megacode.eval.languages. Without namespaces the
-Python audit hook is the only network barrier, and it does not reach exec'd programs.
+Command mode (a job with `steps`, used for compiled and other languages; the runner is
+`sandbox_steps.py`): the job's files are written into the run's working directory and each
+step (compile, run) is exec'd there as the program, under the same containment below; see
+megacode.eval.languages. Without namespaces the Python audit hook is the only network barrier,
+and it does not reach exec'd programs.
 
 Containment, outermost first (`sandbox_child.py` does the in-process half):
 - a uid no account uses (from uid_base up, each held by one run at a time across threads and
