@@ -21,7 +21,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
 from megacode.checkpoint.retention import prune
-from megacode.config import Layout, RunConfig, get_flavor
+from megacode.config import Layout, RunConfig, model_shape
 from megacode.data.loader import StepLoader
 from megacode.models.llama import build_model, transformer_config
 from megacode.resilience import inject
@@ -216,8 +216,7 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
     says how the run ended (megacode.resilience.exit_codes)."""
     cfg = run.cfg
     faults = run.faults = faults or run.faults or FaultControl.passive(cfg)
-    flavor = get_flavor(cfg.model.flavor)
-    flops_token = flops_per_token(flavor, cfg.data.seq_length, run.layout.num_layers)
+    flops_token = flops_per_token(model_shape(cfg), cfg.data.seq_length)
     log.info("layout TP%d PP%d VP%s DP%d | %d micro-batches of %d per step | pipeline bubble %.1f%%",
              run.layout.tp, run.layout.pp, run.layout.vp, run.layout.dp, run.layout.num_microbatches,
              run.layout.micro_batch_size,
