@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from megacode.config import ConfigError, ModelConfig, RunConfig, config_from_dict, model_shape, rope_base
-from megacode.config.loader import build_dataclass
+from megacode.config import ConfigError, RunConfig, model_shape, rope_base
 from megacode.convert import hf_layout as hf
 from megacode.convert import megatron_layout as mg
 from megacode.convert.common import (
@@ -91,25 +90,13 @@ def resolve_checkpoint(path: Path, step: Optional[int]) -> tuple[Path, Path]:
 
 
 def stored_config(common: dict, ckpt: Path) -> RunConfig:
-    """The run config saved with the checkpoint. A checkpoint can outlive the schema it was
-    written with; if the whole config no longer loads, its model and data sections suffice."""
-    tree = common.get("config")
-    if not isinstance(tree, dict):
-        raise ConvertError(f"{ckpt}/common.pt holds no run config")
+    """The run config saved with the checkpoint (leniently: megacode.checkpoint.preflight)."""
+    from megacode.checkpoint.preflight import stored_run_config
+
     try:
-        return config_from_dict(tree)
-    except (ConfigError, TypeError) as err:
-        log.warning("%s: stored run config does not load as a whole (%s); using its model and data sections",
-                    ckpt, err)
-    try:
-        cfg = RunConfig()
-        known = {f.name for f in fields(ModelConfig)}
-        cfg.model = build_dataclass(ModelConfig, {k: v for k, v in tree["model"].items() if k in known}, "model")
-        for name in ("vocab_size", "seq_length", "tokenizer_model"):
-            setattr(cfg.data, name, tree.get("data", {}).get(name, getattr(cfg.data, name)))
-        return cfg
-    except (ConfigError, KeyError, TypeError) as err:
-        raise ConvertError(f"{ckpt}/common.pt: the stored model config does not load ({err})") from None
+        return stored_run_config(common.get("config"), f"{ckpt}/common.pt")
+    except ConfigError as err:
+        raise ConvertError(str(err)) from None
 
 
 def _find_tokenizer(opts: ExportOptions, root: Path, cfg: RunConfig) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -79,7 +80,9 @@ def build_datasets(cfg: RunConfig, layout: Layout):
     return build_loaders(cfg, layout, parallel_state.get_data_parallel_rank(), device)
 
 
-def build_run(cfg: RunConfig, layout: Layout) -> Run:
+def build_run(cfg: RunConfig, layout: Layout, load_dir: Optional[Path] = None) -> Run:
+    """Everything for a run; the checkpoint is `load_dir` (megacode.checkpoint.preflight chose it
+    before launch) or, when None, whichever `checkpoint.load` / `checkpoint.dir` holds."""
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     config = transformer_config(cfg, layout)
     chunks = build_model(cfg, layout)
@@ -91,16 +94,16 @@ def build_run(cfg: RunConfig, layout: Layout) -> Run:
     logger = MetricsLogger(cfg.logging.dir, enabled=torch.distributed.get_rank() == 0)
     run = Run(cfg, layout, model, optimizer, scheduler, train_data, valid_data, TrainState(), device, logger)
     run.guard = NumericsGuard(cfg.fault)
-    _maybe_load(run)
+    _maybe_load(run, load_dir)
     return run
 
 
-def _maybe_load(run: Run) -> None:
+def _maybe_load(run: Run, target: Optional[Path]) -> None:
     ckpt = run.cfg.checkpoint
     root = ckpt.load or ckpt.dir
     if root is None:
         return
-    target = resolve_load_dir(root, ckpt.load_step)
+    target = target or resolve_load_dir(root, ckpt.load_step)
     if target is None:
         if ckpt.load is not None:
             raise FileNotFoundError(f"checkpoint.load={ckpt.load} holds no checkpoint "
