@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from megacode.config import (CUSTOM, ConfigError, Flavor, ModelConfig, ParallelConfig, RunConfig, ShapeConfig, TrainConfig,
-                             model_shape, resolve_layout)
+from megacode.config import (CUSTOM, ConfigError, Flavor, ModelConfig, ParallelConfig, RunConfig, ShapeConfig,
+                             TrainConfig, model_shape, resolve_layout)
 from megacode.convert import hf_layout as hf
 from megacode.convert import megatron_layout as mg
 from megacode.convert.common import ConvertError, parse_dtype, progress_bar, staged_output, check_new_output

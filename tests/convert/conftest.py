@@ -109,6 +109,12 @@ def custom_import(tmp_path_factory, hf_models) -> dict:
 
 
 @pytest.fixture(scope="session")
+def custom_export(tmp_path_factory, custom_import) -> Path:
+    return export_hf(ExportOptions(input=custom_import["checkpoint"], output=tmp_path_factory.mktemp("ex") / "hf",
+                                   progress=False))
+
+
+@pytest.fixture(scope="session")
 def imported(tmp_path_factory, hf_models) -> dict[str, Path]:
     """gqa and mha imported at TP2 x PP2 (flavor inferred), grow at TP2 x PP4 as flavor tiny."""
     root = tmp_path_factory.mktemp("megacode")

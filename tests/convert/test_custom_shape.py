@@ -22,19 +22,12 @@ import yaml
 
 from megacode.checkpoint.dist_ckpt import read_common
 from megacode.checkpoint.tracker import step_dir
-from megacode.convert import ExportOptions, export_hf
 from tests.convert.conftest import CUSTOM_SHAPE
 from tests.convert.test_roundtrip import assert_bit_identical, hf_tensors
 from tests.training.launch import REPO, TINY_CONFIG, torchrun
 
 SHAPE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
               "vocab_size", "norm_epsilon", "rope_base", "max_position_embeddings")
-
-
-@pytest.fixture(scope="module")
-def custom_export(tmp_path_factory, custom_import):
-    return export_hf(ExportOptions(input=custom_import["checkpoint"], output=tmp_path_factory.mktemp("ex") / "hf",
-                                   progress=False))
 
 
 def test_import_stores_and_prints_the_shape(custom_import):
@@ -46,7 +39,7 @@ def test_import_stores_and_prints_the_shape(custom_import):
     assert section == {"flavor": "custom", "shape": want}
     printed = custom_import["stdout"]
     assert "model:\n  flavor: custom\n  shape: {num_layers: 4, hidden_size: 128" in printed
-    assert f"model.flavor=custom 'model.shape={{num_layers: 4, hidden_size: 128," in printed
+    assert "model.flavor=custom 'model.shape={num_layers: 4, hidden_size: 128," in printed
     assert f"checkpoint.load={ckpt} checkpoint.finetune=true" in printed
 
 
@@ -94,7 +87,8 @@ def test_training_from_the_import_starts_at_the_hf_loss(tmp_path, custom_import,
 
     ckpt = custom_import["checkpoint"]
     run_config = tmp_path / "run.yaml"
-    run_config.write_text(yaml.safe_dump({"base": str(TINY_CONFIG), **yaml.safe_load((ckpt / "model.yaml").read_text())}))
+    model_section = yaml.safe_load((ckpt / "model.yaml").read_text())
+    run_config.write_text(yaml.safe_dump({"base": str(TINY_CONFIG), **model_section}))
     seq, batch, seed = 32, 8, 1234
     overrides = [f"data.seq_length={seq}", f"train.global_batch_tokens={seq * batch}", "train.micro_batch_size=2",
                  "train.iters=1", "schedule.warmup_iters=0", "train.eval_interval=0", "logging.dir=null",
@@ -112,3 +106,13 @@ def test_training_from_the_import_starts_at_the_hf_loss(tmp_path, custom_import,
         logits = model(tokens[:, :-1]).logits
     loss = F.cross_entropy(logits.reshape(-1, 512), tokens[:, 1:].reshape(-1)).item()
     assert steps[0]["loss"] == pytest.approx(loss, abs=1e-5)
+
+
+def test_model_yaml_names_a_matching_flavor_unless_custom_is_asked(tmp_path, hf_models, imported):
+    from megacode.convert import ImportOptions, import_hf
+
+    assert yaml.safe_load((imported["gqa"] / "model.yaml").read_text()) == {"model": {"flavor": "tiny",
+                                                                                      "rope_base": 10000.0}}
+    out = import_hf(ImportOptions(input=hf_models["gqa"], output=tmp_path / "c", flavor="custom", progress=False))
+    model = read_common(step_dir(out, 0))["config"]["model"]
+    assert model["flavor"] == "custom" and model["shape"]["hidden_size"] == 64 and model["shape"]["num_query_groups"] == 2

@@ -5,8 +5,6 @@ computes the adapter model's logits."""
 import torch
 import torch.nn.functional as F
 
-from tests.convert.test_custom_shape import custom_export  # noqa: F401 (module fixture)
-
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -15,7 +13,7 @@ def _loss(model, tokens):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
 
 
-def test_lora_fine_tunes_the_export_and_merges(custom_export):  # noqa: F811
+def test_lora_fine_tunes_the_export_and_merges(custom_export):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 

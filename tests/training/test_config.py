@@ -82,13 +82,15 @@ def test_custom_shape_serves_every_user_of_the_model_shape():
     from megacode.planning import plan_run
     from megacode.training.metrics import flops_per_token
 
-    cfg = load_config(TINY_CONFIG, CUSTOM + ["model.num_layers=2", "data.vocab_size=520", "parallel.tp=1", "parallel.pp=1"])
+    cfg = load_config(TINY_CONFIG, CUSTOM + ["model.num_layers=2", "data.vocab_size=520",
+                                             "parallel.tp=1", "parallel.pp=1"])
     shape = model_shape(cfg)
     assert (shape.name, shape.num_layers, shape.hidden_size, shape.head_dim, shape.vocab_size, shape.rope_base) == \
         ("custom", 2, 128, 16, 520, 1e6)
     assert resolve_layout(cfg, 2).num_layers == 2
     counts = count_model_parameters(cfg)  # Megatron-Core's model on the meta device
-    assert counts["total"] == shape.parameter_count() == 2 * 520 * 128 + 2 * (2 * 128 * 128 + 2 * 128 * 32 + 3 * 128 * 344 + 256) + 128
+    layer = 2 * 128 * 128 + 2 * 128 * 32 + 3 * 128 * 344 + 2 * 128  # q, o; k, v (2 groups x 16); MLP; norms
+    assert counts["total"] == shape.parameter_count() == 2 * 520 * 128 + 2 * layer + 128
     assert counts["padding"] == 2 * (640 - 520) * 128
     plan = plan_run(cfg, nodes=1, gpus_per_node=2)
     assert plan.parameters == counts["total"] and plan.padded_vocab == 640
@@ -100,10 +102,12 @@ def test_custom_shape_serves_every_user_of_the_model_shape():
     (["model.flavor=custom"], "model.flavor=custom needs model.shape.num_layers, model.shape.hidden_size, "
                               "model.shape.num_attention_heads, model.shape.ffn_hidden_size, model.shape.vocab_size"),
     (["model.shape.hidden_size=128"], "model.shape is set but model.flavor=tiny names a registered shape"),
-    (CUSTOM + ["model.shape.num_query_groups=3"], "model custom: num_attention_heads=8 is not divisible by num_query_groups=3"),
-    (CUSTOM + ["model.shape.hidden_size=130"], "model custom: hidden_size=130 is not divisible by num_attention_heads=8"),
-    (CUSTOM + ["model.shape.hidden_size=72"], "model custom: head dimension hidden_size/num_attention_heads = 72/8 = 9 "
-                                              "must be even for rotary embeddings"),
+    (CUSTOM + ["model.shape.num_query_groups=3"],
+     "model custom: num_attention_heads=8 is not divisible by num_query_groups=3"),
+    (CUSTOM + ["model.shape.hidden_size=130"],
+     "model custom: hidden_size=130 is not divisible by num_attention_heads=8"),
+    (CUSTOM + ["model.shape.hidden_size=72"],
+     "model custom: head dimension hidden_size/num_attention_heads = 72/8 = 9 must be even for rotary embeddings"),
     (CUSTOM + ["model.shape.ffn_hidden_size=0"], "model.shape.ffn_hidden_size must be positive, got 0"),
     (CUSTOM + ["parallel.tp=4", "parallel.pp=1"], "model custom: 2 KV groups not divisible by parallel.tp=4"),
     (CUSTOM + ["model.shape.num_query_groups=8", "parallel.tp=16", "parallel.pp=1"],
