@@ -56,7 +56,7 @@ class ShapeConfig:
 @dataclass
 class ModelConfig:
     flavor: str = "tiny"
-    """Name in `megacode.models.flavors.FLAVORS` (`tiny`, `codellama-7b`, ...), or `custom`: the
+    """Name in `megacode.config.flavors.FLAVORS` (`tiny`, `codellama-7b`, ...), or `custom`: the
     shapes given in `model.shape`."""
     shape: ShapeConfig = field(default_factory=ShapeConfig)
     """Shapes of a `custom` model (tools/convert_checkpoint.py hf-to-megacode writes them for an
