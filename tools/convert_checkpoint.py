@@ -35,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     imp.add_argument("--tp", type=int, default=1, help="tensor-parallel size recorded and used for chunking")
     imp.add_argument("--pp", type=int, default=1, help="pipeline-parallel size recorded")
     imp.add_argument("--vp", type=int, default=None, help="virtual pipeline stages per rank recorded")
-    imp.add_argument("--flavor", default=None, help="model flavor (default: inferred from config.json)")
+    imp.add_argument("--flavor", default=None,
+                     help="model flavor (default: the one config.json's shapes match, else custom: the shapes "
+                          "are written into the checkpoint's config and OUTPUT/model.yaml)")
     imp.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: keep the input's)")
 
     exp = sub.add_parser("megacode-to-hf", help="megacode checkpoint → Hugging Face directory")
@@ -52,6 +54,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def print_model_section(out) -> None:
+    """What a run needs for the import: its model section (also in OUT/model.yaml), as YAML and as overrides."""
+    import shlex
+
+    from megacode.checkpoint.dist_ckpt import read_common
+    from megacode.checkpoint.tracker import step_dir
+    from megacode.config import config_from_dict
+    from megacode.convert.hf_import import MODEL_YAML, model_overrides
+
+    model = config_from_dict(read_common(step_dir(out, 0))["config"]).model
+    print(f"wrote megacode checkpoint {out}; a run config needs this model section ({out / MODEL_YAML}):\n")
+    print("".join(line + "\n" for line in (out / MODEL_YAML).read_text().splitlines() if not line.startswith("#")))
+    print("or on the command line:\n  " + " ".join(shlex.quote(o) for o in model_overrides(model))
+          + f" checkpoint.load={shlex.quote(str(out))} checkpoint.finetune=true")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -64,7 +82,7 @@ def main(argv=None) -> int:
             out = import_hf(ImportOptions(input=args.input, output=args.output, tp=args.tp, pp=args.pp,
                                           vp=args.vp, flavor=args.flavor, dtype=args.dtype,
                                           progress=not args.no_progress))
-            print(f"wrote megacode checkpoint {out}; load it with checkpoint.load={out} checkpoint.finetune=true")
+            print_model_section(out)
         else:
             out = export_hf(ExportOptions(input=args.input, output=args.output, tokenizer_model=args.tokenizer_model,
                                           step=args.step, dtype=args.dtype, max_shard_size=args.max_shard_size,

@@ -32,12 +32,11 @@ def run_precision(fp8: bool, iters: int) -> dict:
 
 
 def summarize(name: str, steps: list[dict]) -> str:
-    from megacode.config import get_flavor, load_config, resolve_layout
+    from megacode.config import load_config, model_shape
     from megacode.training.metrics import flops_per_token, throughput
 
     cfg = load_config(CONFIG)
-    layout = resolve_layout(cfg, 1)
-    flops = flops_per_token(get_flavor(cfg.model.flavor), cfg.data.seq_length, layout.num_layers)
+    flops = flops_per_token(model_shape(cfg), cfg.data.seq_length)
     warm = [s["seconds"] for s in steps[2:]] or [s["seconds"] for s in steps]
     seconds = statistics.median(warm)
     speed = throughput(cfg.train.global_batch_tokens, seconds, 1, flops)

@@ -21,8 +21,8 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-from megacode.checkpoint.tracker import (TRACKER_NAME, check_shards, incomplete_reason, list_steps, mark_complete,
-                                         newest_complete, read_tracker, step_dir, write_tracker)
+from megacode.checkpoint.tracker import resolve_load_dir  # noqa: F401 (re-exported: where loads start)
+from megacode.checkpoint.tracker import check_shards, mark_complete, step_dir, write_tracker
 from megacode.config import Layout
 
 log = logging.getLogger(__name__)
@@ -178,39 +178,6 @@ def save_checkpoint(root: str | Path, model: list, optimizer, scheduler, state: 
     point("tracked")
     dist.barrier()
     return target
-
-
-def resolve_load_dir(root: str | Path, step: Optional[int]) -> Optional[Path]:
-    """The checkpoint directory for `step`, else the tracker's latest — or, when that one is
-    incomplete, the newest complete one (with a warning). None if there is no complete one."""
-    if step is not None:
-        target = step_dir(root, step)
-        reason = incomplete_reason(target)
-        if reason is not None:
-            raise FileNotFoundError(f"checkpoint step {step} is not usable: {reason}")
-        return target
-    try:
-        latest = read_tracker(root)
-    except ValueError as err:  # tracker names a directory that is gone
-        log.warning("%s; looking for the newest complete checkpoint instead", err)
-        latest = None
-    chosen = latest
-    if latest is not None:
-        reason = incomplete_reason(step_dir(root, latest))
-        if reason is not None:
-            log.warning("%s names step %d, which is incomplete (%s); falling back to the newest complete "
-                        "checkpoint", Path(root) / TRACKER_NAME, latest, reason)
-            chosen = None
-    if chosen is None:
-        chosen = newest_complete(root)
-        if chosen is None:
-            return None
-        if latest is not None or list_steps(root):
-            log.warning("resuming from %s", step_dir(root, chosen))
-    for newer in (s for s in list_steps(root) if s > chosen):
-        log.warning("ignoring %s: %s", step_dir(root, newer),
-                    incomplete_reason(step_dir(root, newer)) or "complete but never made the latest")
-    return step_dir(root, chosen)
 
 
 def read_common(ckpt_dir: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """Run configuration: typed dataclasses, the flavor registry, YAML loading, layout checks."""
 
-from megacode.config.flavors import FLAVORS, Flavor, get_flavor
+from megacode.config.flavors import CUSTOM, FLAVORS, Flavor, check_shape, get_flavor, model_shape, rope_base
 from megacode.config.layout import Layout, resolve_layout
 from megacode.config.loader import config_from_dict, load_config
 from megacode.config.schema import (
@@ -14,12 +14,14 @@ from megacode.config.schema import (
     ParallelConfig,
     RunConfig,
     ScheduleConfig,
+    ShapeConfig,
     TrainConfig,
     check_schedule,
 )
 
 __all__ = [
-    "FLAVORS", "Flavor", "get_flavor", "Layout", "resolve_layout", "config_from_dict", "load_config",
+    "CUSTOM", "FLAVORS", "Flavor", "check_shape", "get_flavor", "model_shape", "rope_base", "Layout", "resolve_layout",
+    "config_from_dict", "load_config",
     "CheckpointConfig", "ConfigError", "DataConfig", "FimConfig", "LoggingConfig", "ModelConfig",
-    "OptimConfig", "ParallelConfig", "RunConfig", "ScheduleConfig", "TrainConfig", "check_schedule",
+    "OptimConfig", "ParallelConfig", "RunConfig", "ScheduleConfig", "ShapeConfig", "TrainConfig", "check_schedule",
 ]

@@ -8,9 +8,16 @@ Parameter counts in DESIGN.md §2 follow from these shapes (checked by the tests
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from megacode.config.schema import ConfigError
+from megacode.config.schema import ConfigError, RunConfig, ShapeConfig
+
+CUSTOM = "custom"
+"""`model.flavor` value meaning: the shapes are the run config's `model.shape`."""
+SHAPE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size",
+                "vocab_size", "norm_epsilon", "rope_base", "max_position_embeddings")
+REQUIRED_SHAPE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "vocab_size")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,14 @@ class Flavor:
         norms = 2 * h
         return 2 * v * h + self.num_layers * (attention + mlp + norms) + h
 
+    def describe(self) -> str:
+        return (f"{self.name} ({self.num_layers} layers, hidden {self.hidden_size}, {self.num_attention_heads} heads, "
+                f"{self.num_query_groups} KV groups, FFN {self.ffn_hidden_size}, vocab {self.vocab_size})")
+
+    def shape_config(self) -> ShapeConfig:
+        """This shape as the `model.shape` section of a run config."""
+        return ShapeConfig(**{name: getattr(self, name) for name in SHAPE_FIELDS})
+
 
 FLAVORS: dict[str, Flavor] = {
     # Llama 2 7B params.json: dim 4096, n_layers 32, n_heads 32, FFN 11008 (multiple_of 256).
@@ -64,4 +79,47 @@ def get_flavor(name: str) -> Flavor:
     try:
         return FLAVORS[name]
     except KeyError:
-        raise ConfigError(f"model.flavor {name!r} is not known; choose one of {', '.join(sorted(FLAVORS))}") from None
+        raise ConfigError(f"model.flavor {name!r} is not known; choose one of {', '.join(sorted(FLAVORS))}, "
+                          f"or {CUSTOM} with model.shape") from None
+
+
+def check_shape(shape: Flavor) -> Flavor:
+    """Cross-field checks of a Llama shape, one line naming the values (TP divisibility is the
+    layout's check, megacode.config.layout)."""
+    h, n, g = shape.hidden_size, shape.num_attention_heads, shape.num_query_groups
+    if h % n:
+        raise ConfigError(f"model {shape.name}: hidden_size={h} is not divisible by num_attention_heads={n}")
+    if n % g:
+        raise ConfigError(f"model {shape.name}: num_attention_heads={n} is not divisible by num_query_groups={g}")
+    if shape.head_dim % 2:
+        raise ConfigError(f"model {shape.name}: head dimension hidden_size/num_attention_heads = {h}/{n} = "
+                          f"{shape.head_dim} must be even for rotary embeddings")
+    return shape
+
+
+def rope_base(cfg: RunConfig, shape: Flavor) -> float:
+    """The run's RoPE θ: `model.rope_base`, else the weights' (the flavor's or model.shape's)."""
+    return cfg.model.rope_base if cfg.model.rope_base is not None else shape.rope_base
+
+
+def model_shape(cfg: RunConfig) -> Flavor:
+    """The shape a run builds: its flavor's (or `model.shape` for `custom`), with the layer count
+    of `model.num_layers` and the vocabulary of `data.vocab_size` when those are set. `rope_base`
+    stays the weights' θ; the run's is `rope_base(cfg, shape)`."""
+    model = cfg.model
+    if model.flavor == CUSTOM:
+        s = model.shape
+        missing = [name for name in REQUIRED_SHAPE_FIELDS if getattr(s, name) is None]
+        if missing:
+            raise ConfigError(f"model.flavor={CUSTOM} needs model.shape.{', model.shape.'.join(missing)}")
+        values = {name: getattr(s, name) for name in SHAPE_FIELDS}
+        values["num_query_groups"] = s.num_query_groups or s.num_attention_heads
+        base = Flavor(name=CUSTOM, **values)
+    else:
+        base = get_flavor(model.flavor)
+        if model.shape.given():
+            raise ConfigError(f"model.shape is set but model.flavor={model.flavor} names a registered shape; "
+                              f"set model.flavor={CUSTOM} to build model.shape")
+    resolved = dataclasses.replace(base, num_layers=model.num_layers or base.num_layers,
+                                   vocab_size=cfg.data.vocab_size or base.vocab_size)
+    return check_shape(resolved)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from megacode.config.flavors import Flavor, get_flavor
+from megacode.config.flavors import model_shape
 from megacode.config.schema import ConfigError, RunConfig
 
 
@@ -27,16 +27,12 @@ class Layout:
     """Micro-batches per step per data-parallel rank."""
 
 
-def effective_num_layers(cfg: RunConfig, flavor: Flavor) -> int:
-    return cfg.model.num_layers or flavor.num_layers
-
-
 def resolve_layout(cfg: RunConfig, world_size: int) -> Layout:
-    flavor = get_flavor(cfg.model.flavor)
+    flavor = model_shape(cfg)
     par = cfg.parallel
     tp, pp = par.tp, par.pp
     vp = par.vp if par.vp and par.vp > 1 else None
-    num_layers = effective_num_layers(cfg, flavor)
+    num_layers = flavor.num_layers
 
     if world_size % (tp * pp) != 0:
         raise ConfigError(f"world size {world_size} is not divisible by parallel.tp*parallel.pp = {tp}*{pp}")

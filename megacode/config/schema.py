@@ -22,9 +22,45 @@ def _require(condition: bool, message: str) -> None:
 
 
 @dataclass
+class ShapeConfig:
+    """A Llama model's shapes given in the run config (`model.flavor: custom`), for a model no
+    registered flavor has. Cross-field checks (heads vs groups vs hidden, RoPE's even head
+    dimension) run when the shape is resolved: `megacode.config.flavors.model_shape`."""
+
+    num_layers: Optional[int] = None
+    hidden_size: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    num_query_groups: Optional[int] = None
+    """KV heads (grouped-query attention); None = num_attention_heads (multi-head attention)."""
+    ffn_hidden_size: Optional[int] = None
+    """SwiGLU width: gate and up are [ffn_hidden_size, hidden_size] each."""
+    vocab_size: Optional[int] = None
+    """Vocabulary before TP padding (data.vocab_size, when set, overrides it as for a flavor)."""
+    norm_epsilon: float = 1e-5
+    """RMSNorm epsilon (HF `rms_norm_eps`)."""
+    rope_base: float = 10000.0
+    """RoPE θ of the weights (HF `rope_theta`); model.rope_base, when set, overrides it for a run."""
+    max_position_embeddings: int = 4096
+    """Context the weights were trained at."""
+
+    def given(self) -> bool:
+        """Whether any field differs from its default (a shape section is present)."""
+        return self != ShapeConfig()
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _require(value is None or value > 0, f"model.shape.{f.name} must be positive, got {value}")
+
+
+@dataclass
 class ModelConfig:
     flavor: str = "tiny"
-    """Name in `megacode.models.flavors.FLAVORS` (`tiny`, `codellama-7b`, ...)."""
+    """Name in `megacode.config.flavors.FLAVORS` (`tiny`, `codellama-7b`, ...), or `custom`: the
+    shapes given in `model.shape`."""
+    shape: ShapeConfig = field(default_factory=ShapeConfig)
+    """Shapes of a `custom` model (tools/convert_checkpoint.py hf-to-megacode writes them for an
+    imported model no flavor matches); must stay empty with a registered flavor."""
     rope_base: Optional[float] = None
     """RoPE base θ; None keeps the flavor's (10,000 for Llama 2; 1,000,000 after long-context FT)."""
     num_layers: Optional[int] = None

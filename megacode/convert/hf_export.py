@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from megacode.config import ConfigError, ModelConfig, RunConfig, config_from_dict, get_flavor
+from megacode.config import ConfigError, RunConfig, model_shape, rope_base
 from megacode.convert import hf_layout as hf
 from megacode.convert import megatron_layout as mg
 from megacode.convert.common import (
@@ -90,24 +90,13 @@ def resolve_checkpoint(path: Path, step: Optional[int]) -> tuple[Path, Path]:
 
 
 def stored_config(common: dict, ckpt: Path) -> RunConfig:
-    """The run config saved with the checkpoint. A checkpoint can outlive the schema it was
-    written with; if the whole config no longer loads, its model and data sections suffice."""
-    tree = common.get("config")
-    if not isinstance(tree, dict):
-        raise ConvertError(f"{ckpt}/common.pt holds no run config")
+    """The run config saved with the checkpoint (leniently: megacode.checkpoint.preflight)."""
+    from megacode.checkpoint.preflight import stored_run_config
+
     try:
-        return config_from_dict(tree)
-    except (ConfigError, TypeError) as err:
-        log.warning("%s: stored run config does not load as a whole (%s); using its model and data sections",
-                    ckpt, err)
-    try:
-        cfg = RunConfig()
-        cfg.model = ModelConfig(**{f.name: tree["model"][f.name] for f in fields(ModelConfig) if f.name in tree["model"]})
-        for name in ("vocab_size", "seq_length", "tokenizer_model"):
-            setattr(cfg.data, name, tree.get("data", {}).get(name, getattr(cfg.data, name)))
-        return cfg
-    except (ConfigError, KeyError, TypeError) as err:
-        raise ConvertError(f"{ckpt}/common.pt: the stored model config does not load ({err})") from None
+        return stored_run_config(common.get("config"), f"{ckpt}/common.pt")
+    except ConfigError as err:
+        raise ConvertError(str(err)) from None
 
 
 def _find_tokenizer(opts: ExportOptions, root: Path, cfg: RunConfig) -> Path:
@@ -172,22 +161,25 @@ def plan_tensors(reader: CheckpointReader, shape: mg.MegatronShape, dtype: Optio
 
 
 def _model_shape(cfg: RunConfig, reader: CheckpointReader) -> mg.MegatronShape:
-    flavor = get_flavor(cfg.model.flavor)
-    vocab = cfg.data.vocab_size or flavor.vocab_size
-    model = hf.ModelShape(cfg.model.num_layers or flavor.num_layers, flavor.hidden_size, flavor.num_attention_heads,
+    try:
+        flavor = model_shape(cfg)
+    except ConfigError as err:
+        raise ConvertError(f"{reader.dir}/common.pt: the stored model config does not resolve ({err})") from None
+    vocab = flavor.vocab_size
+    model = hf.ModelShape(flavor.num_layers, flavor.hidden_size, flavor.num_attention_heads,
                           flavor.num_query_groups, flavor.ffn_hidden_size, vocab)
     shape = mg.MegatronShape(model, reader.shape(mg.EMBED)[0])
     for key, want in shape.global_shapes().items():
         got = reader.shape(key)
         if got != want or shape.padded_vocab < vocab:
             raise ConvertError(f"{reader.dir}: {key} has shape {list(got)}, the run's config "
-                               f"(flavor {flavor.name}, vocab {vocab}) implies {list(want)}")
+                               f"({flavor.describe()}) implies {list(want)}")
     return shape
 
 
 def hf_config(cfg: RunConfig, shape: mg.MegatronShape, dtype: torch.dtype, bos: Optional[int], eos: Optional[int]) -> dict:
-    flavor, m = get_flavor(cfg.model.flavor), shape.model
-    theta = cfg.model.rope_base if cfg.model.rope_base is not None else flavor.rope_base
+    flavor, m = model_shape(cfg), shape.model
+    theta = rope_base(cfg, flavor)
     return {
         "architectures": [hf.HF_ARCHITECTURE], "model_type": "llama",
         "hidden_size": m.hidden_size, "intermediate_size": m.ffn_hidden_size, "num_hidden_layers": m.num_layers,
@@ -218,7 +210,7 @@ def export_hf(opts: ExportOptions) -> Path:
     log.info("exporting %s (step %s, %s, layout %s) with tokenizer %s", ckpt, common.get("step"),
              cfg.model.flavor, common.get("layout"), tokenizer)
     with staged_output(output) as stage:
-        max_length = max(get_flavor(cfg.model.flavor).max_position_embeddings, cfg.data.seq_length)
+        max_length = max(model_shape(cfg).max_position_embeddings, cfg.data.seq_length)
         tok = write_hf_tokenizer(tokenizer, stage, shape.model.vocab_size, max_length)
         config = hf_config(cfg, shape, tensors[0].dtype, tok.bos_id, tok.eos_id)
         (stage / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -5,8 +5,12 @@ Output (a checkpoint root, as `megacode.train` writes one):
     OUT/latest_checkpointed_iteration.txt     "0"
     OUT/iter_0000000/                          torch_dist model weights, common.pt, metadata.json
     OUT/tokenizer.model                        Code Llama's tokenizer (when the input has one)
+    OUT/model.yaml                             the `model:` section a run config needs for it
 
 Load it with `checkpoint.load=OUT checkpoint.finetune=true` at the recorded layout or any other.
+The shapes come from config.json: a registered flavor when one matches (`model.flavor`), else
+`model.flavor: custom` with the shapes in `model.shape`; both are stored in the checkpoint's run
+config and written to model.yaml, so a run, `tools/plan_run.py` and the export need nothing more.
 
 Vocabulary: Llama 2 has 32,000 rows, Code Llama 32,016 (its 16 infilling pieces, DESIGN.md §1).
 When the flavor's vocabulary is larger than the input's, the new rows of both the input embedding
@@ -22,13 +26,14 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from megacode.config import ConfigError, ModelConfig, ParallelConfig, RunConfig, TrainConfig, resolve_layout
+from megacode.config import (CUSTOM, ConfigError, Flavor, ModelConfig, ParallelConfig, RunConfig, ShapeConfig,
+                             TrainConfig, model_shape, resolve_layout)
 from megacode.convert import hf_layout as hf
 from megacode.convert import megatron_layout as mg
 from megacode.convert.common import ConvertError, parse_dtype, progress_bar, staged_output, check_new_output
@@ -37,6 +42,7 @@ from megacode.convert.safetensors_io import HFWeights, unexpected
 
 log = logging.getLogger("megacode.convert")
 TOKENIZER_FILE = "tokenizer.model"
+MODEL_YAML = "model.yaml"
 CODELLAMA_NEW_PIECES = 16
 
 
@@ -51,7 +57,8 @@ class ImportOptions:
     vp: Optional[int] = None
     """Layout recorded in the checkpoint; its TP also sets how tensors are chunked on disk."""
     flavor: Optional[str] = None
-    """Flavor name; None infers it from config.json."""
+    """Flavor name; None infers it from config.json (`custom` when none matches); `custom` keeps
+    config.json's shapes even when a flavor matches."""
     dtype: Optional[str] = None
     """Store weights as bf16/fp16/fp32; None keeps the input's dtype (bit-exact)."""
     progress: bool = True
@@ -82,11 +89,49 @@ def _check_weights(weights: HFWeights, shape: hf.ModelShape) -> None:
                            f"(not part of a Llama 2 model: biases or another architecture?)")
 
 
-def _run_config(hf_cfg: hf.HFLlamaConfig, flavor, opts: ImportOptions, tokenizer: Optional[Path]) -> RunConfig:
-    layers = hf_cfg.shape.num_layers
-    cfg = RunConfig(model=ModelConfig(flavor=flavor.name, rope_base=hf_cfg.rope_theta,
-                                      num_layers=None if layers == flavor.num_layers else layers),
-                    parallel=opts.parallel)
+def _model_config(hf_cfg: hf.HFLlamaConfig, flavor: Optional[Flavor]) -> ModelConfig:
+    """A registered flavor (with config.json's layer count and θ), else config.json's shapes."""
+    s = hf_cfg.shape
+    if flavor is not None:
+        return ModelConfig(flavor=flavor.name, rope_base=hf_cfg.rope_theta,
+                           num_layers=None if s.num_layers == flavor.num_layers else s.num_layers)
+    shape = ShapeConfig(num_layers=s.num_layers, hidden_size=s.hidden_size, num_attention_heads=s.num_heads,
+                        num_query_groups=s.num_groups, ffn_hidden_size=s.ffn_hidden_size, vocab_size=s.vocab_size,
+                        norm_epsilon=hf_cfg.rms_norm_eps, rope_base=hf_cfg.rope_theta,
+                        max_position_embeddings=hf_cfg.max_position_embeddings)
+    return ModelConfig(flavor=CUSTOM, shape=shape)
+
+
+def model_section(model: ModelConfig) -> dict:
+    """The keys of `model:` that differ from the defaults (what a run config must say)."""
+    default = asdict(ModelConfig())
+    section = {key: value for key, value in asdict(model).items() if value != default[key] or key == "flavor"}
+    if "shape" in section:
+        section["shape"] = {key: value for key, value in section["shape"].items() if value is not None}
+    return section
+
+
+def model_yaml(model: ModelConfig, source: Path) -> str:
+    import yaml
+
+    body = yaml.safe_dump({"model": model_section(model)}, sort_keys=False, default_flow_style=None, width=1 << 20)
+    return (f"# The model section of a run config for this checkpoint (shapes from {source}/config.json).\n"
+            f"# Copy it into the run's YAML file; a run whose model differs from the checkpoint's fails\n"
+            f"# before launch.\n{body}")
+
+
+def model_overrides(model: ModelConfig) -> list[str]:
+    """The same section as `key=value` overrides for a command line (launch scripts)."""
+    import yaml
+
+    return [f"model.{key}=" + (yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
+                               if isinstance(value, dict) else str(value))
+            for key, value in model_section(model).items()]
+
+
+def _run_config(hf_cfg: hf.HFLlamaConfig, flavor: Optional[Flavor], opts: ImportOptions,
+                tokenizer: Optional[Path]) -> RunConfig:
+    cfg = RunConfig(model=_model_config(hf_cfg, flavor), parallel=opts.parallel)
     cfg.data.tokenizer_model = str(tokenizer) if tokenizer else None
     cfg.data.seq_length = hf_cfg.max_position_embeddings  # the context the weights were trained at
     # The layout checks need a batch; one that any pipeline can fill stands in for the real one.
@@ -113,7 +158,7 @@ def _tokenizer_plan(model_dir: Path, hf_vocab: int, vocab: int) -> tuple[Optiona
         return source, False
     if pieces == hf_vocab and grown == CODELLAMA_NEW_PIECES:
         return source, True
-    raise ConvertError(f"{source} has {pieces} pieces; the model has {hf_vocab} rows and flavor vocabulary {vocab} "
+    raise ConvertError(f"{source} has {pieces} pieces; the model has {hf_vocab} rows and vocabulary {vocab} "
                        f"(only Code Llama's {CODELLAMA_NEW_PIECES} infilling pieces can be added)")
 
 
@@ -227,18 +272,19 @@ def import_hf(opts: ImportOptions) -> Path:
     flavor = hf.match_flavor(hf_cfg, opts.flavor)
     weights = HFWeights(opts.input)
     _check_weights(weights, hf_cfg.shape)
-    tokenizer_src, extend = _tokenizer_plan(opts.input, hf_cfg.shape.vocab_size, flavor.vocab_size)
+    vocab = flavor.vocab_size if flavor is not None else hf_cfg.shape.vocab_size
+    tokenizer_src, extend = _tokenizer_plan(opts.input, hf_cfg.shape.vocab_size, vocab)
     cfg = _run_config(hf_cfg, flavor, opts, output / TOKENIZER_FILE if tokenizer_src else None)
-    model = replace(hf_cfg.shape, vocab_size=flavor.vocab_size)
     try:
-        padded = padded_vocab_size(flavor.vocab_size, cfg.model.make_vocab_size_divisible_by, opts.tp)
+        target = model_shape(cfg)
+        padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, opts.tp)
     except ConfigError as err:
-        raise ConvertError(f"--tp {opts.tp}: {err}") from None
+        raise ConvertError(f"{hf_cfg.path}, --tp {opts.tp}: {err}") from None
+    model = replace(hf_cfg.shape, vocab_size=vocab)
     shape = mg.MegatronShape(model, padded)
     items = plan_items(weights, shape, opts.tp, opts.torch_dtype)
-    log.info("importing %s as %s (%d layers, vocab %d → %d, padded %d) at TP%d PP%d VP%d",
-             opts.input, flavor.name, model.num_layers, hf_cfg.shape.vocab_size, model.vocab_size,
-             shape.padded_vocab, opts.tp, opts.pp, opts.vp or 1)
+    log.info("importing %s as %s; HF vocab %d → %d, padded %d; at TP%d PP%d VP%d", opts.input, target.describe(),
+             hf_cfg.shape.vocab_size, model.vocab_size, shape.padded_vocab, opts.tp, opts.pp, opts.vp or 1)
     common = {
         "format_version": FORMAT_VERSION, "step": 0, "consumed_train_samples": 0, "consumed_valid_samples": 0,
         "scheduler": None, "config": cfg.to_dict(),
@@ -259,5 +305,6 @@ def import_hf(opts: ImportOptions) -> Path:
         with progress_bar(total, "hf-to-megacode", opts.progress) as bar:
             write_chunks(ckpt, items, on_item=bar.update)
         write_megatron_files(ckpt, common)
+        (stage / MODEL_YAML).write_text(model_yaml(cfg.model, opts.input.absolute()))
         write_tracker(stage, 0)
     return output

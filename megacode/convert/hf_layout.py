@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from megacode.config import FLAVORS, Flavor
+from megacode.config import CUSTOM, FLAVORS, Flavor
 from megacode.convert.common import ConvertError
 
 HF_ARCHITECTURE = "LlamaForCausalLM"
@@ -92,14 +92,32 @@ class HFLlamaConfig:
     torch_dtype: Optional[str]
 
 
+def _refuse(path: Path, key: str, value, why: str) -> ConvertError:
+    return ConvertError(f"{path}: {key}={json.dumps(value)} is not supported ({why})")
+
+
 def _rope_theta(raw: dict, path: Path) -> float:
-    params = raw.get("rope_parameters") or {}
+    """θ of plain RoPE; any scaling (linear, dynamic, YaRN, Llama 3's) is refused by name.
+    transformers 4.x writes `rope_theta` and `rope_scaling`, 5.x `rope_parameters`."""
     scaling = raw.get("rope_scaling")
-    kind = params.get("rope_type") or (scaling or {}).get("rope_type") or (scaling or {}).get("type") or "default"
-    if kind != "default":
-        raise ConvertError(f"{path}: rope type {kind!r} is not supported (Llama 2 / Code Llama use plain RoPE)")
+    if scaling is not None and (scaling.get("rope_type") or scaling.get("type")) != "default":
+        raise _refuse(path, "rope_scaling", scaling, "megacode's rotary embedding is plain RoPE with base θ only")
+    params = raw.get("rope_parameters") or {}
+    if params.get("rope_type", "default") != "default":
+        raise _refuse(path, "rope_parameters.rope_type", params["rope_type"],
+                      "megacode's rotary embedding is plain RoPE with base θ only")
     theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
     return float(theta)
+
+
+# config.json fields whose non-Llama-2 values megacode's model cannot represent: (field, value
+# megacode builds, why). Checked by name so that none is silently ignored.
+_REQUIRED_VALUES = (
+    ("hidden_act", "silu", "megacode's MLP is SwiGLU with SiLU"),
+    ("tie_word_embeddings", False, "megacode's output layer is untied from the input embedding, as in Llama 2"),
+    ("attention_bias", False, "megacode's attention projections have no biases"),
+    ("mlp_bias", False, "megacode's MLP projections have no biases"),
+)
 
 
 def read_hf_config(model_dir: Path) -> HFLlamaConfig:
@@ -114,13 +132,10 @@ def read_hf_config(model_dir: Path) -> HFLlamaConfig:
     if raw.get("model_type") != "llama" or (architectures and HF_ARCHITECTURE not in architectures):
         raise ConvertError(f"{path}: model_type {raw.get('model_type')!r}, architectures {architectures} — "
                            f"only {HF_ARCHITECTURE} (model_type 'llama') can be converted")
-    checks = {"hidden_act": ("silu", raw.get("hidden_act", "silu")),
-              "tie_word_embeddings": (False, raw.get("tie_word_embeddings", False)),
-              "attention_bias": (False, raw.get("attention_bias", False)),
-              "mlp_bias": (False, raw.get("mlp_bias", False))}
-    for key, (want, got) in checks.items():
+    for key, want, why in _REQUIRED_VALUES:
+        got = raw.get(key, want)
         if got != want:
-            raise ConvertError(f"{path}: {key}={got!r}, but Llama 2 / Code Llama need {key}={want!r}")
+            raise _refuse(path, key, got, f"{why}; it needs {key}={json.dumps(want)}")
     try:
         heads = int(raw["num_attention_heads"])
         shape = ModelShape(num_layers=int(raw["num_hidden_layers"]), hidden_size=int(raw["hidden_size"]),
@@ -133,8 +148,8 @@ def read_hf_config(model_dir: Path) -> HFLlamaConfig:
                            f"num_key_value_heads={shape.num_groups} do not divide evenly")
     head_dim = raw.get("head_dim")
     if head_dim is not None and int(head_dim) != shape.head_dim:
-        raise ConvertError(f"{path}: head_dim={head_dim} differs from hidden_size/num_attention_heads="
-                           f"{shape.head_dim}; Megatron's Llama needs them equal")
+        raise _refuse(path, "head_dim", head_dim, f"megacode's attention needs head_dim = hidden_size/"
+                      f"num_attention_heads = {shape.hidden_size}/{shape.num_heads} = {shape.head_dim}")
     return HFLlamaConfig(path=path, shape=shape, rope_theta=_rope_theta(raw, path),
                          rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
                          max_position_embeddings=int(raw.get("max_position_embeddings", 4096)),
@@ -156,13 +171,16 @@ def _mismatches(hf: HFLlamaConfig, flavor: Flavor) -> list[str]:
     return out
 
 
-def match_flavor(hf: HFLlamaConfig, name: Optional[str]) -> Flavor:
-    """The flavor named by `--flavor`, checked against config.json, or the one its shapes match.
+def match_flavor(hf: HFLlamaConfig, name: Optional[str]) -> Optional[Flavor]:
+    """The flavor named by `--flavor`, checked against config.json, or the one its shapes match;
+    None (the shapes go into `model.shape`) for `--flavor custom` or when no flavor matches.
 
     The layer count may differ from the flavor's (recorded as `model.num_layers`, as GPU checks
     run a 7B shape with fewer layers); every other dimension must match, and the vocabulary may
     only grow (Llama 2's 32,000 rows → Code Llama's 32,016).
     """
+    if name == CUSTOM:
+        return None
     if name is not None:
         if name not in FLAVORS:
             raise ConvertError(f"--flavor {name!r} is not known; choose one of {', '.join(sorted(FLAVORS))}")
@@ -173,13 +191,9 @@ def match_flavor(hf: HFLlamaConfig, name: Optional[str]) -> Flavor:
     candidates = [f for f in FLAVORS.values() if not _mismatches(hf, f)]
     exact_layers = [f for f in candidates if f.num_layers == hf.shape.num_layers]
     chosen = exact_layers or candidates
-    if len(chosen) != 1:
-        s = hf.shape
-        what = "no flavor matches" if not chosen else f"several flavors match ({', '.join(f.name for f in chosen)})"
-        raise ConvertError(f"{hf.path}: {what} hidden_size={s.hidden_size}, num_attention_heads={s.num_heads}, "
-                           f"num_key_value_heads={s.num_groups}, intermediate_size={s.ffn_hidden_size}, "
-                           f"vocab_size={s.vocab_size}; pass --flavor (known: {', '.join(sorted(FLAVORS))})")
-    return chosen[0]
+    if len(chosen) > 1:
+        raise ConvertError(f"{hf.path}: several flavors match ({', '.join(f.name for f in chosen)}); pass --flavor")
+    return chosen[0] if chosen else None
 
 
 # The two layout transforms, used on whole tensors or on one TP rank's groups alike -----------

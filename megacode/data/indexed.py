@@ -77,6 +77,7 @@ class IndexedDatasetWriter:
         self.prefix = str(prefix)
         self.dtype = np.dtype(dtype)
         self._code = _code_of(self.dtype)
+        make_parent_dir(self.prefix)
         tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._tmp_bin = bin_path(self.prefix) + tag
         self._tmp_idx = idx_path(self.prefix) + tag
@@ -290,6 +291,15 @@ class IndexedDataset:
                 f"tokens={self.num_tokens}, dtype={self.dtype})")
 
 
+def make_parent_dir(path: str) -> None:
+    """Create the directory an output path (prefix or file) lies in, as `mkdir -p` does; a parent
+    that exists as a file is an error naming it (not a failure to open a temporary file)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise IndexedDatasetError(f"{parent} exists and is not a directory (output {path})")
+    os.makedirs(parent, exist_ok=True)
+
+
 def merge_datasets(prefixes: Sequence[str], out_prefix: str) -> None:
     """Concatenate datasets (same dtype) into OUT_PREFIX, keeping their document structure."""
     if not prefixes:
@@ -308,6 +318,7 @@ def merge_datasets(prefixes: Sequence[str], out_prefix: str) -> None:
     for ds in parts:
         docs.append(ds.document_indices[1:] + base)
         base += len(ds)
+    make_parent_dir(out_prefix)
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp_bin, tmp_idx = bin_path(out_prefix) + tag, idx_path(out_prefix) + tag
     try:

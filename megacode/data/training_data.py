@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from megacode.config import ConfigError, Layout, RunConfig, get_flavor
+from megacode.config import ConfigError, Layout, RunConfig, model_shape
 from megacode.data.loader import StepLoader
 from megacode.data.synthetic import SyntheticTokens
 
@@ -25,8 +25,8 @@ log = logging.getLogger("megacode")
 
 
 def model_vocab_size(cfg: RunConfig) -> int:
-    """Vocabulary before TP padding: `data.vocab_size`, else the flavor's."""
-    return cfg.data.vocab_size if cfg.data.vocab_size is not None else get_flavor(cfg.model.flavor).vocab_size
+    """Vocabulary before TP padding: `data.vocab_size`, else the flavor's (or model.shape's)."""
+    return model_shape(cfg).vocab_size
 
 
 def check_tokenizer_vocab(cfg: RunConfig, vocab: int) -> None:

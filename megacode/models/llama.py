@@ -15,7 +15,7 @@ from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
-from megacode.config import ConfigError, Flavor, Layout, RunConfig, get_flavor
+from megacode.config import ConfigError, Layout, RunConfig, model_shape, rope_base
 from megacode.models.specs import decoder_block_spec, te_available
 
 
@@ -33,30 +33,22 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
     return padded
 
 
-def rope_base(cfg: RunConfig, flavor: Flavor) -> float:
-    return cfg.model.rope_base if cfg.model.rope_base is not None else flavor.rope_base
-
-
-def vocab_size(cfg: RunConfig, flavor: Flavor) -> int:
-    return cfg.data.vocab_size if cfg.data.vocab_size is not None else flavor.vocab_size
-
-
 def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[torch.dtype] = None,
                        use_cpu_initialization: Optional[bool] = None) -> TransformerConfig:
-    """Megatron TransformerConfig for the flavor at this layout (BF16 on GPU, FP32 on CPU)."""
-    flavor = get_flavor(cfg.model.flavor)
+    """Megatron TransformerConfig for the run's model shape at this layout (BF16 on GPU, FP32 on CPU)."""
+    shape = model_shape(cfg)
     on_gpu = torch.cuda.is_available()
     dtype = params_dtype or (torch.bfloat16 if on_gpu else torch.float32)
     fp8 = {"fp8": "hybrid", "fp8_recipe": "delayed"} if cfg.model.fp8 else {}
     return TransformerConfig(
         num_layers=layout.num_layers,
-        hidden_size=flavor.hidden_size,
-        num_attention_heads=flavor.num_attention_heads,
-        num_query_groups=flavor.num_query_groups,
-        ffn_hidden_size=flavor.ffn_hidden_size,
-        kv_channels=flavor.head_dim,
+        hidden_size=shape.hidden_size,
+        num_attention_heads=shape.num_attention_heads,
+        num_query_groups=shape.num_query_groups,
+        ffn_hidden_size=shape.ffn_hidden_size,
+        kv_channels=shape.head_dim,
         normalization="RMSNorm",
-        layernorm_epsilon=flavor.norm_epsilon,
+        layernorm_epsilon=shape.norm_epsilon,
         gated_linear_unit=True,  # SwiGLU: silu(gate) * up
         activation_func=F.silu,
         add_bias_linear=False,
@@ -97,8 +89,8 @@ def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[to
 
 def build_model_chunk(cfg: RunConfig, config: TransformerConfig, vp_stage: Optional[int],
                       pre_process: bool, post_process: bool, use_te: bool) -> GPTModel:
-    flavor = get_flavor(cfg.model.flavor)
-    vocab = vocab_size(cfg, flavor)
+    shape = model_shape(cfg)
+    vocab = shape.vocab_size
     padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, config.tensor_model_parallel_size)
     model = GPTModel(
         config=config,
@@ -110,7 +102,7 @@ def build_model_chunk(cfg: RunConfig, config: TransformerConfig, vp_stage: Optio
         share_embeddings_and_output_weights=False,
         position_embedding_type="rope",
         rotary_percent=1.0,
-        rotary_base=rope_base(cfg, flavor),
+        rotary_base=rope_base(cfg, shape),
         vp_stage=vp_stage,
     )
     if post_process and padded > vocab:

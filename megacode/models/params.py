@@ -8,7 +8,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 
-from megacode.config import RunConfig, get_flavor, resolve_layout
+from megacode.config import CUSTOM, Flavor, RunConfig, get_flavor, model_shape, resolve_layout
 from megacode.config.schema import DataConfig, ModelConfig, TrainConfig
 
 
@@ -28,7 +28,7 @@ def count_model_parameters(cfg: RunConfig) -> dict:
     """Build the whole model (TP1 PP1) on the meta device; return total and padding counts."""
     from megatron.core import parallel_state
 
-    from megacode.models.llama import build_model_chunk, padded_vocab_size, transformer_config, vocab_size
+    from megacode.models.llama import build_model_chunk, padded_vocab_size, transformer_config
 
     made_group = _single_process_group()
     owned_state = not parallel_state.model_parallel_is_initialized()
@@ -42,8 +42,8 @@ def count_model_parameters(cfg: RunConfig) -> dict:
             model = build_model_chunk(cfg, config, None, pre_process=True, post_process=True, use_te=False)
         total = sum(p.numel() for p in model.parameters())
         assert all(p.device.type == "meta" for p in model.parameters()), "a weight was materialised"
-        flavor = get_flavor(cfg.model.flavor)
-        vocab = vocab_size(cfg, flavor)
+        flavor = model_shape(cfg)
+        vocab = flavor.vocab_size
         padding_rows = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, 1) - vocab
         padding = 2 * padding_rows * flavor.hidden_size  # embedding + output layer rows
         return {"total": total - padding, "padding": padding,
@@ -55,9 +55,15 @@ def count_model_parameters(cfg: RunConfig) -> dict:
             dist.destroy_process_group()
 
 
+def shape_parameter_count(shape: Flavor, make_vocab_size_divisible_by: int = 128) -> int:
+    """Exact parameters of the model built for a resolved shape (megacode.config.model_shape),
+    vocab padding excluded."""
+    cfg = RunConfig(model=ModelConfig(flavor=CUSTOM, shape=shape.shape_config(),
+                                      make_vocab_size_divisible_by=make_vocab_size_divisible_by),
+                    data=DataConfig(seq_length=128), train=TrainConfig(global_batch_tokens=128))
+    return count_model_parameters(cfg)["total"]
+
+
 def parameter_count(flavor: str) -> int:
     """Exact parameters of a named flavor, vocab padding excluded (DESIGN.md §2)."""
-    flav = get_flavor(flavor)
-    cfg = RunConfig(model=ModelConfig(flavor=flavor), data=DataConfig(seq_length=flav.max_position_embeddings),
-                    train=TrainConfig(global_batch_tokens=flav.max_position_embeddings))
-    return count_model_parameters(cfg)["total"]
+    return shape_parameter_count(get_flavor(flavor))

@@ -18,13 +18,12 @@ Data files are not opened (a planning machine rarely has them); placeholder pref
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from megacode.config import ConfigError, Layout, RunConfig, get_flavor, resolve_layout
+from megacode.config import ConfigError, Flavor, Layout, RunConfig, model_shape, resolve_layout, rope_base
 from megacode.planning.memory import H100_USABLE_GIB, MemoryShape, StageMemory, estimate
 from megacode.training.metrics import H100_BF16_PEAK_TFLOPS, flops_per_token, pipeline_bubble
 
@@ -83,14 +82,10 @@ class Plan:
 
 
 @functools.lru_cache(maxsize=None)
-def _meta_parameter_count(flavor: str, vocab_size: Optional[int], num_layers: Optional[int],
-                          divisible_by: int) -> int:
-    from megacode.config.schema import DataConfig, ModelConfig, TrainConfig
-    from megacode.models.params import count_model_parameters
+def _meta_parameter_count(shape: Flavor, divisible_by: int) -> int:
+    from megacode.models.params import shape_parameter_count
 
-    cfg = RunConfig(model=ModelConfig(flavor=flavor, num_layers=num_layers, make_vocab_size_divisible_by=divisible_by),
-                    data=DataConfig(seq_length=128, vocab_size=vocab_size), train=TrainConfig(global_batch_tokens=128))
-    return count_model_parameters(cfg)["total"]
+    return shape_parameter_count(shape, divisible_by)
 
 
 def _check_megatron(cfg: RunConfig, layout: Layout) -> None:
@@ -134,7 +129,7 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
              flash_attention: bool = True, config_path: Optional[str] = None) -> Plan:
     """Validate `cfg` for `nodes × gpus_per_node` ranks and estimate memory and cost (ConfigError
     on anything a launch would refuse)."""
-    from megacode.models.llama import padded_vocab_size, vocab_size
+    from megacode.models.llama import padded_vocab_size
 
     if nodes < 1 or gpus_per_node < 1:
         raise ConfigError(f"nodes and gpus per node must be >= 1, got {nodes} and {gpus_per_node}")
@@ -142,8 +137,8 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
         raise ConfigError(f"MFU must be in (0, 1], got {mfu}")
     world = nodes * gpus_per_node
     layout = resolve_layout(cfg, world)
-    flavor = get_flavor(cfg.model.flavor)
-    vocab = vocab_size(cfg, flavor)
+    flavor = model_shape(cfg)  # layers and vocabulary as the run builds them
+    vocab = flavor.vocab_size
     padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, layout.tp)
     _check_megatron(cfg, layout)
     decay = cfg.schedule.decay_iters or cfg.train.iters
@@ -153,7 +148,7 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
     notes = _data_notes(cfg)
     if cfg.checkpoint.finetune and not cfg.checkpoint.load:
         raise ConfigError("checkpoint.finetune=true starts a stage from checkpoint.load, which is not set")
-    theta = cfg.model.rope_base or flavor.rope_base
+    theta = rope_base(cfg, flavor)
     if cfg.data.seq_length > flavor.max_position_embeddings and theta <= flavor.rope_base:
         notes.append(f"data.seq_length={cfg.data.seq_length} is beyond the {flavor.max_position_embeddings} the "
                      f"weights were trained at, with RoPE θ unchanged (long-context stages raise model.rope_base)")
@@ -161,13 +156,12 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
     if cfg.parallel.recompute == "full":
         notes.append("parallel.recompute=full reruns each layer's forward in backward (~1/3 more hardware FLOPs "
                      "than the model FLOPs counted here): expect a lower MFU than with no recompute")
-    count = _meta_parameter_count(cfg.model.flavor, cfg.data.vocab_size, cfg.model.num_layers,
-                                  cfg.model.make_vocab_size_divisible_by)
-    closed_form = dataclasses.replace(flavor, num_layers=layout.num_layers, vocab_size=vocab).parameter_count()
+    count = _meta_parameter_count(flavor, cfg.model.make_vocab_size_divisible_by)
+    closed_form = flavor.parameter_count()
     if count != closed_form:
         raise ConfigError(f"model {flavor.name}: the meta-device model has {count:,} parameters, the flavor's "
                           f"shape gives {closed_form:,}: the model code and the flavor table disagree")
-    shape = MemoryShape(flavor=dataclasses.replace(flavor, vocab_size=vocab), num_layers=layout.num_layers,
+    shape = MemoryShape(flavor=flavor, num_layers=layout.num_layers,
                         padded_vocab=padded, seq_length=cfg.data.seq_length, micro_batch=layout.micro_batch_size,
                         num_microbatches=layout.num_microbatches, tp=layout.tp, pp=layout.pp, vp=layout.vp,
                         dp=layout.dp, sequence_parallel=cfg.parallel.sequence_parallel,
@@ -175,15 +169,16 @@ def plan_run(cfg: RunConfig, nodes: int, gpus_per_node: int = 8, mfu: float = DE
                         flash_attention=flash_attention)
     attention = "flash" if flash_attention else "unfused"
     return Plan(config_path, cfg, layout, nodes, gpus_per_node, attention, count, padded, estimate(shape),
-                flops_per_token(flavor, cfg.data.seq_length, layout.num_layers), mfu, notes)
+                flops_per_token(flavor, cfg.data.seq_length), mfu, notes)
 
 
 def format_plan(plan: Plan) -> str:
     cfg, lay = plan.cfg, plan.layout
+    shape = model_shape(cfg)
     lines = [
         f"plan: {plan.config_path or 'config'}",
-        f"  model      {cfg.model.flavor}: {plan.parameters:,} parameters (meta-device build, TP1 PP1), "
-        f"vocab {plan.padded_vocab} padded, RoPE θ {cfg.model.rope_base or get_flavor(cfg.model.flavor).rope_base:g}",
+        f"  model      {shape.describe()}: {plan.parameters:,} parameters (meta-device build, TP1 PP1), "
+        f"vocab {plan.padded_vocab} padded, RoPE θ {rope_base(cfg, shape):g}",
         f"  layout     {plan.nodes} nodes x {plan.gpus_per_node} GPUs = {plan.world_size}: TP{lay.tp} PP{lay.pp} "
         f"VP{lay.vp or 1} DP{lay.dp}, sequence parallel {'on' if cfg.parallel.sequence_parallel else 'off'}, "
         f"distributed optimizer {'on' if cfg.parallel.distributed_optimizer else 'off'}",

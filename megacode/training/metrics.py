@@ -7,7 +7,6 @@ published tables. MFU divides by the H100 SXM dense BF16 peak.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,8 +18,8 @@ from megacode.config import Flavor
 H100_BF16_PEAK_TFLOPS = 989.0
 
 
-def flops_per_token(flavor: Flavor, seq_length: int, num_layers: Optional[int] = None) -> float:
-    shape = dataclasses.replace(flavor, num_layers=num_layers or flavor.num_layers)
+def flops_per_token(shape: Flavor, seq_length: int) -> float:
+    """For the run's resolved shape (megacode.config.model_shape: layers and vocabulary as built)."""
     non_embedding = shape.parameter_count() - shape.vocab_size * shape.hidden_size
     return 6.0 * non_embedding + 12.0 * shape.num_layers * shape.hidden_size * seq_length
 

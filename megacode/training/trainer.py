@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -21,7 +22,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
 from megacode.checkpoint.retention import prune
-from megacode.config import Layout, RunConfig, get_flavor
+from megacode.config import Layout, RunConfig, model_shape
 from megacode.data.loader import StepLoader
 from megacode.models.llama import build_model, transformer_config
 from megacode.resilience import inject
@@ -79,7 +80,9 @@ def build_datasets(cfg: RunConfig, layout: Layout):
     return build_loaders(cfg, layout, parallel_state.get_data_parallel_rank(), device)
 
 
-def build_run(cfg: RunConfig, layout: Layout) -> Run:
+def build_run(cfg: RunConfig, layout: Layout, load_dir: Optional[Path] = None) -> Run:
+    """Everything for a run; the checkpoint is `load_dir` (megacode.checkpoint.preflight chose it
+    before launch) or, when None, whichever `checkpoint.load` / `checkpoint.dir` holds."""
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     config = transformer_config(cfg, layout)
     chunks = build_model(cfg, layout)
@@ -91,16 +94,16 @@ def build_run(cfg: RunConfig, layout: Layout) -> Run:
     logger = MetricsLogger(cfg.logging.dir, enabled=torch.distributed.get_rank() == 0)
     run = Run(cfg, layout, model, optimizer, scheduler, train_data, valid_data, TrainState(), device, logger)
     run.guard = NumericsGuard(cfg.fault)
-    _maybe_load(run)
+    _maybe_load(run, load_dir)
     return run
 
 
-def _maybe_load(run: Run) -> None:
+def _maybe_load(run: Run, target: Optional[Path]) -> None:
     ckpt = run.cfg.checkpoint
     root = ckpt.load or ckpt.dir
     if root is None:
         return
-    target = resolve_load_dir(root, ckpt.load_step)
+    target = target or resolve_load_dir(root, ckpt.load_step)
     if target is None:
         if ckpt.load is not None:
             raise FileNotFoundError(f"checkpoint.load={ckpt.load} holds no checkpoint "
@@ -216,8 +219,7 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
     says how the run ended (megacode.resilience.exit_codes)."""
     cfg = run.cfg
     faults = run.faults = faults or run.faults or FaultControl.passive(cfg)
-    flavor = get_flavor(cfg.model.flavor)
-    flops_token = flops_per_token(flavor, cfg.data.seq_length, run.layout.num_layers)
+    flops_token = flops_per_token(model_shape(cfg), cfg.data.seq_length)
     log.info("layout TP%d PP%d VP%s DP%d | %d micro-batches of %d per step | pipeline bubble %.1f%%",
              run.layout.tp, run.layout.pp, run.layout.vp, run.layout.dp, run.layout.num_microbatches,
              run.layout.micro_batch_size,

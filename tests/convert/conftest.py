@@ -4,7 +4,8 @@ their imports, one short training run and one multi-rank launch that checks seve
 Models (built here, no hub): `gqa` (flavor `tiny` shape, sharded safetensors), `mha` (`tiny-mha`
 shape, a `pytorch_model.bin` pickle), both fp32 with the full 512-row vocabulary and a Code
 Llama-style 512-piece tokenizer; `grow` (tiny shape, bf16, 496 rows and a 496-piece tokenizer:
-Llama 2 before Code Llama's 16 infilling pieces, scaled down).
+Llama 2 before Code Llama's 16 infilling pieces, scaled down); `custom` (a shape no flavor has,
+CUSTOM_SHAPE, fp32, 512 rows), imported through the command line at TP2 x PP2.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from megacode.config import Flavor
 from megacode.convert import ExportOptions, ImportOptions, export_hf, import_hf
 from tests.training.launch import REPO, torchrun, train
 
@@ -32,6 +35,11 @@ TRAIN_SHAPE = ["data.seq_length=32", "train.global_batch_tokens=512", "train.mic
                "model.rope_base=1000000", "checkpoint.interval=0"]
 TRAIN_LAYOUT = (1, 2, None)  # TP1 x PP2 on 2 ranks: not the TP2 x PP2 the model was imported at
 EVAL_LAYOUT = (2, 1, None)  # TP2 x PP1 (DP2): a third layout
+# A Llama no registered flavor matches: hidden 128, 8 heads in 2 KV groups (head dim 16), FFN 344,
+# RoPE θ 1e6 and RMSNorm eps 1e-6 (both differ from the flavors', so a dropped value shows).
+CUSTOM_SHAPE = Flavor("custom", num_layers=4, hidden_size=128, num_attention_heads=8, num_query_groups=2,
+                      ffn_hidden_size=344, vocab_size=512, rope_base=1e6, norm_epsilon=1e-6,
+                      max_position_embeddings=512)
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +58,14 @@ def tokenizers(tmp_path_factory) -> dict[str, Path]:
     return {"base": Path(base), "codellama": extended}
 
 
-def make_hf_model(directory: Path, flavor_name: str, vocab: int, dtype: torch.dtype, seed: int,
+def make_hf_model(directory: Path, flavor: str | Flavor, vocab: int, dtype: torch.dtype, seed: int,
                   tokenizer: Path, fmt: str = "safetensors") -> Path:
-    """A random LlamaForCausalLM of a flavor's shape, saved as Hugging Face does."""
+    """A random LlamaForCausalLM of a flavor's (or a given) shape, saved as Hugging Face does."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from megacode.config import get_flavor
 
-    f = get_flavor(flavor_name)
+    f = get_flavor(flavor) if isinstance(flavor, str) else flavor
     config = LlamaConfig(vocab_size=vocab, hidden_size=f.hidden_size, intermediate_size=f.ffn_hidden_size,
                          num_hidden_layers=f.num_layers, num_attention_heads=f.num_attention_heads,
                          num_key_value_heads=f.num_query_groups, max_position_embeddings=f.max_position_embeddings,
@@ -85,7 +93,25 @@ def hf_models(tmp_path_factory, tokenizers) -> dict[str, Path]:
         "gqa": make_hf_model(root / "gqa", "tiny", 512, torch.float32, 1, tokenizers["codellama"]),
         "mha": make_hf_model(root / "mha", "tiny-mha", 512, torch.float32, 2, tokenizers["codellama"], fmt="bin"),
         "grow": make_hf_model(root / "grow", "tiny", BASE_PIECES, torch.bfloat16, 3, tokenizers["base"]),
+        "custom": make_hf_model(root / "custom", CUSTOM_SHAPE, 512, torch.float32, 4, tokenizers["codellama"]),
     }
+
+
+@pytest.fixture(scope="session")
+def custom_import(tmp_path_factory, hf_models) -> dict:
+    """`custom` imported by tools/convert_checkpoint.py at TP2 x PP2: the checkpoint and what it printed."""
+    out = tmp_path_factory.mktemp("custom") / "ckpt"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "convert_checkpoint.py"), "hf-to-megacode",
+                           "--input", str(hf_models["custom"]), "--output", str(out), "--tp", "2", "--pp", "2",
+                           "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {"checkpoint": out, "stdout": done.stdout}
+
+
+@pytest.fixture(scope="session")
+def custom_export(tmp_path_factory, custom_import) -> Path:
+    return export_hf(ExportOptions(input=custom_import["checkpoint"], output=tmp_path_factory.mktemp("ex") / "hf",
+                                   progress=False))
 
 
 @pytest.fixture(scope="session")

@@ -52,13 +52,45 @@ def test_config_not_matching_the_flavor(tmp_path, hf_models):
     assert "num_key_value_heads=4" in message and "flavor tiny: 2" in message
 
 
-def test_no_flavor_matches(tmp_path, hf_models):
+def test_shapes_no_flavor_has_are_checked_against_the_weights(tmp_path, hf_models):
+    """No flavor matches, so config.json's shapes are used: weights of other shapes are named."""
     source = copy_model(hf_models["gqa"], tmp_path / "in")
     config = json.loads((source / "config.json").read_text())
     config["intermediate_size"] = 200
     (source / "config.json").write_text(json.dumps(config))
     message = import_error(source, tmp_path / "out")
-    assert "no flavor matches" in message and "intermediate_size=200" in message
+    assert "gate_proj.weight has shape [176, 64], config.json implies [200, 64]" in message
+
+
+UNSUPPORTED = {  # config.json field → a value megacode cannot build
+    "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+    "attention_bias": True,
+    "mlp_bias": True,
+    "head_dim": 32,  # hidden 64 / 4 heads = 16
+    "tie_word_embeddings": True,
+    "hidden_act": "gelu",
+}
+
+
+@pytest.mark.parametrize("key", sorted(UNSUPPORTED))
+def test_unsupported_field_is_refused_by_name(tmp_path, hf_models, key):
+    source = tmp_path / "in"
+    source.mkdir()
+    config = json.loads((hf_models["gqa"] / "config.json").read_text())
+    config[key] = UNSUPPORTED[key]
+    (source / "config.json").write_text(json.dumps(config))  # refused from config.json alone
+    message = import_error(source, tmp_path / "out")
+    assert message.startswith(f"{source / 'config.json'}: {key}={json.dumps(UNSUPPORTED[key])} is not supported")
+    assert "\n" not in message
+
+
+def test_rope_type_of_transformers_5_is_refused_by_name(tmp_path, hf_models):
+    source = tmp_path / "in"
+    source.mkdir()
+    config = json.loads((hf_models["gqa"] / "config.json").read_text())
+    config["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}
+    (source / "config.json").write_text(json.dumps(config))
+    assert 'rope_parameters.rope_type="llama3" is not supported' in import_error(source, tmp_path / "out")
 
 
 def test_non_llama_architecture(tmp_path, hf_models):

@@ -261,3 +261,26 @@ def test_merge_tool_and_slurm_array_job(tmp_path, corpus, model, sp):
                                    "--output-prefix", str(tmp_path / "mixed_dtypes")], capture_output=True, text=True)
     assert proc.returncode == 2 and "merge needs one dtype" in proc.stderr
     assert not list(tmp_path.glob("mixed_dtypes*"))
+
+
+def test_preprocess_and_merge_create_the_output_directory(tmp_path, corpus, model, sp):
+    """An --output-prefix under directories that do not exist yet: both tools create them."""
+    out = tmp_path / "new" / "deeper" / "ds"
+    proc = subprocess.run([sys.executable, str(TOOL), "--input", str(corpus["dir"] / "clean.jsonl"),
+                           "--output-prefix", str(out), "--tokenizer-model", str(model), "--append-eod",
+                           "--rejects", str(tmp_path / "elsewhere" / "rejects.jsonl"), "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    clean = [json.loads(line)["text"] for line in (corpus["dir"] / "clean.jsonl").read_text().splitlines()]
+    assert read_docs(f"{out}_text_document") == [sp.encode(t) + [sp.eos_id()] for t in clean]
+    assert (tmp_path / "elsewhere" / "rejects.jsonl").is_file()
+    merged = tmp_path / "merged" / "all"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "merge_datasets.py"), "--input",
+                           f"{out}_text_document", "--output-prefix", str(merged)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert files_of(merged) == files_of(f"{out}_text_document")
+    (tmp_path / "file").write_text("")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "merge_datasets.py"), "--input",
+                           f"{out}_text_document", "--output-prefix", str(tmp_path / "file" / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and f"{tmp_path / 'file'} exists and is not a directory" in proc.stderr

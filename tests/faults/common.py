@@ -105,8 +105,8 @@ def with_build_hook(hook):
 
         original = trainer.build_run
 
-        def build_run(cfg, layout):
-            run = original(cfg, layout)
+        def build_run(cfg, layout, *args):
+            run = original(cfg, layout, *args)
             hook(run)
             return run
 

@@ -69,3 +69,52 @@ def test_codellama_7b_recipe_batch_on_a_real_cluster_shape():
                              "data.seq_length=4096", "train.global_batch_tokens=4194304"])
     layout = resolve_layout(cfg, 64)
     assert (layout.dp, layout.global_batch_size, layout.num_microbatches) == (16, 1024, 64)
+
+
+CUSTOM = ["model.flavor=custom", "model.shape={num_layers: 4, hidden_size: 128, num_attention_heads: 8, "
+          "num_query_groups: 2, ffn_hidden_size: 344, vocab_size: 500, rope_base: 1e6}"]
+
+
+def test_custom_shape_serves_every_user_of_the_model_shape():
+    """One resolved shape (config.model_shape) for the layout, parameter count, planner and FLOPs."""
+    from megacode.config import model_shape
+    from megacode.models.params import count_model_parameters
+    from megacode.planning import plan_run
+    from megacode.training.metrics import flops_per_token
+
+    cfg = load_config(TINY_CONFIG, CUSTOM + ["model.num_layers=2", "data.vocab_size=520",
+                                             "parallel.tp=1", "parallel.pp=1"])
+    shape = model_shape(cfg)
+    assert (shape.name, shape.num_layers, shape.hidden_size, shape.head_dim, shape.vocab_size, shape.rope_base) == \
+        ("custom", 2, 128, 16, 520, 1e6)
+    assert resolve_layout(cfg, 2).num_layers == 2
+    counts = count_model_parameters(cfg)  # Megatron-Core's model on the meta device
+    layer = 2 * 128 * 128 + 2 * 128 * 32 + 3 * 128 * 344 + 2 * 128  # q, o; k, v (2 groups x 16); MLP; norms
+    assert counts["total"] == shape.parameter_count() == 2 * 520 * 128 + 2 * layer + 128
+    assert counts["padding"] == 2 * (640 - 520) * 128
+    plan = plan_run(cfg, nodes=1, gpus_per_node=2)
+    assert plan.parameters == counts["total"] and plan.padded_vocab == 640
+    assert plan.flops_per_token == flops_per_token(shape, 64) == 6 * (counts["total"] - 520 * 128) + 12 * 2 * 128 * 64
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.flavor=custom"], "model.flavor=custom needs model.shape.num_layers, model.shape.hidden_size, "
+                              "model.shape.num_attention_heads, model.shape.ffn_hidden_size, model.shape.vocab_size"),
+    (["model.shape.hidden_size=128"], "model.shape is set but model.flavor=tiny names a registered shape"),
+    (CUSTOM + ["model.shape.num_query_groups=3"],
+     "model custom: num_attention_heads=8 is not divisible by num_query_groups=3"),
+    (CUSTOM + ["model.shape.hidden_size=130"],
+     "model custom: hidden_size=130 is not divisible by num_attention_heads=8"),
+    (CUSTOM + ["model.shape.hidden_size=72"],
+     "model custom: head dimension hidden_size/num_attention_heads = 72/8 = 9 must be even for rotary embeddings"),
+    (CUSTOM + ["model.shape.ffn_hidden_size=0"], "model.shape.ffn_hidden_size must be positive, got 0"),
+    (CUSTOM + ["parallel.tp=4", "parallel.pp=1"], "model custom: 2 KV groups not divisible by parallel.tp=4"),
+    (CUSTOM + ["model.shape.num_query_groups=8", "parallel.tp=16", "parallel.pp=1"],
+     "model custom: 8 attention heads not divisible by parallel.tp=16"),
+])
+def test_custom_shape_errors_name_the_values(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        cfg = load_config(TINY_CONFIG, overrides)
+        resolve_layout(cfg, cfg.parallel.tp * cfg.parallel.pp)
+    assert message in str(err.value)

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from megacode.data.indexed import IndexedDatasetWriter, best_dtype
+from megacode.data.indexed import IndexedDatasetWriter, best_dtype, make_parent_dir
 from megacode.data.preprocess.progress import Progress
 from megacode.data.preprocess.scheduler import ordered_results
 from megacode.data.preprocess.sources import all_chunks, disk_size, resolve_inputs
@@ -107,6 +107,7 @@ class _Outputs:
         for key, prefix in zip(cfg.json_keys, self.prefixes):
             self.writers[key] = IndexedDatasetWriter(prefix, dtype=dtype)
         if cfg.rejects_path:
+            make_parent_dir(cfg.rejects_path)
             tmp = _tmp(cfg.rejects_path)
             self.sidecars.append((tmp, cfg.rejects_path))
             self.rejects_file = open(tmp, "w", encoding="utf-8")
