@@ -136,8 +136,13 @@ EOF
   mkdir -p "$DIR/bin"
   local client
   for client in $CLIENTS; do
-    printf '#!/bin/sh\n# %s inside the cluster'"'"'s ctl namespace (the only place its slurmctld is reachable).\nexec nsenter -t "$(cat %s)" -n -- env SLURM_CONF=%s %s "$@"\n' \
-      "$client" "$DIR/pids/ns-ctl" "$DIR/slurm.conf" "$(command -v "$client")" > "$DIR/bin/$client"
+    cat > "$DIR/bin/$client" <<WRAPPER
+#!/bin/sh
+# $client in the cluster's ctl namespace, the only place its slurmctld is reachable from this
+# machine; inside a job (a node's srun, scontrol) it is reachable already.
+[ -z "\${SLURM_JOB_ID:-}" ] || exec $(command -v "$client") "\$@"
+exec nsenter -t "\$(cat $DIR/pids/ns-ctl)" -n -- env SLURM_CONF=$DIR/slurm.conf $(command -v "$client") "\$@"
+WRAPPER
     chmod +x "$DIR/bin/$client"
   done
 }
