@@ -5,6 +5,7 @@ one clear line."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from tests.slurm.conftest import Cluster, local_cluster
@@ -59,6 +60,7 @@ def test_a_second_cluster_runs_beside_and_down_leaves_nothing(cluster, tmp_path)
     assert Path("/proc/self/mountinfo").read_text() == mounts and str(root) not in mounts
     assert local_cluster("down", str(root)).returncode == 0  # idempotent
     local_cluster("down", str(root / "never-up"))
+    shutil.rmtree(root)
 
 
 def test_ended_jobs_keep_state_and_exit_code(cluster, tmp_path):
@@ -73,4 +75,5 @@ def test_bad_input_and_a_second_up_in_the_same_dir(cluster):
     again = local_cluster("up", str(cluster.root), check=False)
     assert again.returncode != 0 and f"a cluster already runs in {cluster.root}" in again.stderr
     bad = local_cluster("up", "/tmp/megacode-slurm-bad", "--nodes", "0", check=False)
+    shutil.rmtree("/tmp/megacode-slurm-bad", ignore_errors=True)
     assert bad.returncode != 0 and "--nodes must be 1-99, got '0'" in bad.stderr
