@@ -3,6 +3,7 @@
 #
 #   make quickstart                       # sets up .venv, then runs this
 #   QUICK=1 launch/quickstart.sh          # fewer steps per stage (the end-to-end test uses it)
+#   ASSETS_ONLY=1 launch/quickstart.sh    # steps 1-4 without the import: data, tokenizer, HF Llama 2
 #
 # 1. a small code corpus from the Python standard library (code, NL about code, NL, Python)
 # 2. a Llama 2-style tokenizer (496 pieces) extended with Code Llama's infilling pieces (512)
@@ -47,6 +48,10 @@ $PYTHON tools/prepare_instruct.py --input "$RUN/corpus/dialogs.jsonl" \
 
 step "a tiny Llama 2 in Hugging Face format, imported at TP2 x PP2"
 $PYTHON tools/quickstart_assets.py tiny-hf --tokenizer-model "$RUN/tokenizer/llama2.model" --out "$RUN/hf/llama2-tiny"
+if [ -n "${ASSETS_ONLY:-}" ]; then  # the inputs of the stages only (the SLURM recipe test imports itself)
+  echo "assets in $RUN ($(($(date +%s) - start)) s)"
+  exit 0
+fi
 $PYTHON tools/convert_checkpoint.py hf-to-megacode --input "$RUN/hf/llama2-tiny" \
   --output "$RUN/llama2/checkpoints" --tp 2 --pp 2 --flavor tiny 2>&1 | quiet | tail -n 3
 
