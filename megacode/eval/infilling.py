@@ -92,22 +92,45 @@ class InfillGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(self.device).eval()
         log.info("loaded %s on %s (%s)", model_dir, self.device, dtype)
 
-    def middle(self, prefix: str, suffix: str, spm: bool) -> str:
+    def _greedy(self, ids: list[int], stops: list[int], max_new_tokens: Optional[int], criteria=None) -> list[int]:
+        """Greedy continuation of `ids`, up to the first stop id (excluded)."""
         import torch
 
+        inputs = torch.tensor([ids], device=self.device)
+        with torch.no_grad():
+            output = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
+                                         max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+                                         eos_token_id=stops, pad_token_id=stops[0], stopping_criteria=criteria)
+        generated = output[0, len(ids):].tolist()
+        ends = [generated.index(s) for s in stops if s in generated]
+        return generated[:min(ends)] if ends else generated
+
+    def middle(self, prefix: str, suffix: str, spm: bool, max_new_tokens: Optional[int] = None) -> str:
+        """The greedy middle between `prefix` and `suffix`: stops at <EOT> or EOS, cut by `infill_text`."""
         from megacode.data.fim import infill_prompt, infill_text
 
         ids = infill_prompt(self.tok, prefix, suffix, spm)
         stops = [i for i in (self.tok.eot_id, self.tok.eos_id) if i is not None]
-        inputs = torch.tensor([ids], device=self.device)
-        with torch.no_grad():
-            output = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
-                                         max_new_tokens=self.settings.max_new_tokens, eos_token_id=stops,
-                                         pad_token_id=stops[0])
-        generated = output[0, len(ids):].tolist()
-        if self.tok.eos_id is not None and self.tok.eos_id in generated:
-            generated = generated[:generated.index(self.tok.eos_id)]
-        return infill_text(self.tok, generated)
+        return infill_text(self.tok, self._greedy(ids, stops, max_new_tokens))
+
+    def continuation(self, prefix: str, max_new_tokens: Optional[int] = None, max_lines: Optional[int] = None) -> str:
+        """Left-to-right: the greedy continuation of `<s> enc(prefix)` up to EOS (or once it holds
+        `max_lines` newlines), decoded without dropping its leading space (so `prefix +
+        continuation` is the text the model wrote)."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        ids = [self.tok.bos_id] + self.tok.encode(prefix)
+        stops = [i for i in (self.tok.eos_id, self.tok.eot_id) if i is not None]
+        tok, start = self.tok, len(ids)
+
+        class Lines(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                text = tok.decode_infill(input_ids[0, start:].tolist())
+                return torch.tensor([text.count("\n") >= max_lines], device=input_ids.device)
+
+        criteria = StoppingCriteriaList([Lines()]) if max_lines else None
+        return self.tok.decode_infill(self._greedy(ids, stops, max_new_tokens, criteria))
 
 
 def evaluate_infilling(model_dir: str, problems_path: str, modes: Sequence[str] = LAYOUTS,
