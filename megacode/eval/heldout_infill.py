@@ -111,6 +111,22 @@ def training_layout_matches(tok, case: InfillCase, spm: bool) -> bool:
     return trained == asked
 
 
+def with_other_suffixes(cases: Sequence[InfillCase], seed: int) -> List[InfillCase]:
+    """The cases with the suffix of another case each (a random derangement): the middle's loss
+    with a wrong suffix against the true one says how much a model reads the suffix."""
+    if len(cases) < 2:
+        raise ValueError("swapping suffixes needs at least 2 cases")
+    order = list(range(len(cases)))
+    random.Random(seed).shuffle(order)
+    donor = {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}  # a cycle: nobody keeps its own
+    return [InfillCase(c.document, c.prefix, c.middle, cases[donor[k]].suffix) for k, c in enumerate(cases)]
+
+
+def eot_pairs(tok, cases: Sequence[InfillCase], layout: str) -> List[Tuple[List[int], List[int]]]:
+    """(prompt + enc'(middle), [<EOT>]) per case: how sure the model is that the middle ends there."""
+    return [(context_ids(tok, c, layout) + tok.encode_infill(c.middle), [tok.eot_id]) for c in cases]
+
+
 def normalize(text: str) -> List[str]:
     """Lines without trailing whitespace, trailing blank lines dropped."""
     lines = [line.rstrip() for line in text.split("\n")]

@@ -31,6 +31,7 @@ from megacode.experiments.launch import TrainedModel, data_section, format_durat
 
 MODELS = ("fim", "no_fim")
 FIM_PIECES = 4
+PROBE_COUNT, PROBE_LENGTH = 32, 64  # copy probe: 32 random runs of 64 pieces, each repeated once
 
 
 def train_models(cfg: ExperimentConfig, assets: Assets, out: Path, log, reuse: bool) -> Dict[str, TrainedModel]:
@@ -63,9 +64,23 @@ def _mean(losses: List[np.ndarray]) -> float:
     return float(np.concatenate(losses).mean())
 
 
+def _suffix_use(model, tok, cases, infill: dict, seed: int) -> dict:
+    """How much the FIM model reads the suffix (the middle's loss with another case's suffix) and
+    where it would stop (the loss of <EOT> right after the true middle), per layout."""
+    from megacode.eval import heldout_infill as hi
+    from megacode.eval.lm_scoring import span_losses
+
+    other = hi.with_other_suffixes(cases, seed)
+    return {layout: {"true_suffix": infill[layout],
+                     "other_suffix": _mean(span_losses(model, hi.loss_pairs(tok, other, layout), desc="other suffix")),
+                     "eot_after_middle": _mean(span_losses(model, hi.eot_pairs(tok, cases, layout), desc="<EOT>"))}
+            for layout in ("psm", "spm")}
+
+
 def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedModel], log) -> dict:
     from megacode.data.indexed import IndexedDataset
     from megacode.eval import heldout_infill as hi
+    from megacode.eval.induction import copy_probe, repeated_sequences
     from megacode.eval.lm_scoring import span_losses, token_losses
     from megacode.tokenizer import load
 
@@ -90,7 +105,8 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
 
     plan = {"fim": {"loss": ("psm", "spm", "l2r"), "match": ("psm", "spm")},
             "no_fim": {"loss": ("l2r",), "match": ("l2r",)}}
-    l2r_loss, infill_loss, matches, samples = {}, {}, {}, {}
+    l2r_loss, infill_loss, matches, samples, probe, suffix_use = {}, {}, {}, {}, {}, {}
+    probe_seqs = repeated_sequences(tok, PROBE_COUNT, PROBE_LENGTH, cfg.seed)
     for name in MODELS:
         gen = load_model(models[name].hf_dir, cfg.eval_threads)
         start = time.monotonic()
@@ -98,6 +114,11 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
         infill_loss[name] = {layout: _mean(span_losses(gen.model, hi.loss_pairs(tok, loss_cases, layout),
                                                        desc=f"{name} {layout} middles"))
                              for layout in plan[name]["loss"]}
+        probe[name] = copy_probe(gen.model, probe_seqs, PROBE_LENGTH)
+        if name == "fim":
+            suffix_use = _suffix_use(gen.model, tok, loss_cases, infill_loss[name], cfg.seed)
+        log(f"{name}: copy probe: loss {probe[name]['first']:.3f} on random runs, {probe[name]['repeat']:.3f} "
+            f"on their repeat")
         log(f"{name}: held-out l2r loss {l2r_loss[name]:.4f}; middle loss "
             + ", ".join(f"{k} {v:.4f}" for k, v in infill_loss[name].items())
             + f" ({format_duration(time.monotonic() - start)})")
@@ -122,6 +143,8 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
             "loss_cases": hi.describe(loss_cases),
             "match_cases": {k: hi.describe(v) for k, v in match_cases.items()},
             "training_layout_mismatches": mismatches,
+            "suffix_use": suffix_use,
+            "copy_probe": probe,
             "samples": samples,
         },
     }

@@ -67,6 +67,7 @@ def rope_coverage(head_dim: int, theta: float, spans: Dict[str, int]) -> Dict[st
 
 def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedModel], log) -> dict:
     from megacode.data.indexed import IndexedDataset
+    from megacode.eval.induction import copy_probe, repeated_sequences
     from megacode.eval.key_retrieval import accuracy_by_distance, make_prompts
     from megacode.eval.lm_scoring import loss_by_context_length
     from megacode.tokenizer import load
@@ -88,7 +89,8 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
         distances = sorted({int(round(f * L)) for f in e.retrieval_factors})
         prompts = make_prompts(tok, assets.documents("heldout_files"), distances, e.retrieval_prompts, cfg.seed)
         log(f"key retrieval: {e.retrieval_prompts} prompts at each distance {distances}")
-    perplexity, loss, accuracy = {}, {}, {}
+    probe_seqs = repeated_sequences(tok, 32, L // 2, cfg.seed)  # each run and its repeat within L
+    perplexity, loss, accuracy, probe = {}, {}, {}, {}
     for name in MODELS:
         gen = load_model(models[name].hf_dir, cfg.eval_threads)
         start = time.monotonic()
@@ -97,6 +99,9 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
         perplexity[name] = [math.exp(v) for v in loss[name]]
         log(f"{name}: perplexity " + ", ".join(f"{n}: {p:.2f}" for n, p in zip(evals, perplexity[name]))
             + f" ({format_duration(time.monotonic() - start)})")
+        probe[name] = copy_probe(gen.model, probe_seqs, L // 2)
+        log(f"{name}: copy probe: loss {probe[name]['first']:.3f} on random runs, {probe[name]['repeat']:.3f} on "
+            f"their repeat")
         if prompts:
             acc = accuracy_by_distance(gen.model, prompts)
             accuracy[name] = [acc[d] for d in sorted(acc)]
@@ -115,7 +120,7 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
                                                 for t in (1e4, cfg.lcft.new_rope_base)},
                           "paper_7b_pairs_longer_than": {f"theta_{t:g}": rope_coverage(128, t, {"4K": 4096,
                                                          "16K": 16384, "100K": 100_000}) for t in (1e4, 1e6)}},
-        "details": {"files": len(docs), "tokens_per_length": span * len(docs)},
+        "details": {"files": len(docs), "tokens_per_length": span * len(docs), "copy_probe": probe},
     }
     if prompts:
         results["retrieval"] = {"distances": sorted({p.distance for p in prompts}), "accuracy": accuracy,

@@ -88,7 +88,23 @@ def fim_markdown(r: dict) -> str:
              f"{d['fim_model_prefix_only_loss']:.3f}. Inference prompt + middle differed from the C++ training "
              f"layout in {d['training_layout_mismatches']} cases. The trainer's FIM probe of its samples: "
              f"{d.get('fim_probe', 'n/a')}.")
+    use = d.get("suffix_use", {})
+    if use:
+        notes += ("\n\nSuffix use (FIM model, middle loss with the true suffix / another case's suffix; loss of "
+                  "<EOT> right after the true middle): " + "; ".join(
+                      f"{k.upper()} {v['true_suffix']:.3f} / {v['other_suffix']:.3f}, <EOT> {v['eot_after_middle']:.2f}"
+                      for k, v in use.items()) + ".")
+    notes += _probe_note(d)
     return _table(rows) + "\n\n" + notes
+
+
+def _probe_note(details: dict) -> str:
+    probe = details.get("copy_probe")
+    if not probe:
+        return ""
+    return ("\n\nCopy probe (megacode.eval.induction; loss on random runs of pieces / on their repeat; a model "
+            "that copies from its context predicts the repeat far better): "
+            + "; ".join(f"{name} {p['first']:.2f} / {p['repeat']:.2f}" for name, p in probe.items()) + ".")
 
 
 def lcft_markdown(r: dict) -> str:
@@ -103,7 +119,7 @@ def lcft_markdown(r: dict) -> str:
         text += (f"\n\nKey retrieval ({ret['prompts_per_distance']} prompts per distance, greedy):\n\n" + _table(rows))
     else:
         text += "\n\nKey retrieval: not run at this scale (lcft.eval.retrieval_prompts: 0)."
-    return text
+    return text + _probe_note(r.get("details", {}))
 
 
 def write_outputs(r: dict, out: Path) -> List[Path]:

@@ -174,3 +174,41 @@ def test_key_prompts_put_the_key_at_the_distance(tok_and_model, texts):
         assert p.distance <= p.tokens_back <= p.distance + 80
     acc = accuracy_by_distance(model, prompts)
     assert sorted(acc) == [32, 120] and all(0 <= v <= 1 for v in acc.values())
+
+
+def test_other_suffixes_and_eot_pairs(tok_and_model, texts):
+    from megacode.eval import heldout_infill as hi
+
+    tok, _ = tok_and_model
+    cases = hi.make_cases(tok, texts, 12, 1, 3, seed=6)
+    other = hi.with_other_suffixes(cases, seed=1)
+    assert [(c.prefix, c.middle) for c in other] == [(c.prefix, c.middle) for c in cases]
+    assert sorted(c.suffix for c in other) == sorted(c.suffix for c in cases)  # a permutation...
+    assert all(o.suffix != c.suffix for o, c in zip(other, cases) if sum(x.suffix == c.suffix for x in cases) == 1)
+    (context, target), = hi.eot_pairs(tok, cases[:1], "spm")
+    assert target == [tok.eot_id] and context == hi.context_ids(tok, cases[0], "spm") + tok.encode_infill(cases[0].middle)
+
+
+def test_copy_probe_separates_a_copying_model_from_one_that_cannot(tok_and_model):
+    import torch
+
+    from megacode.eval.induction import copy_probe, plain_pieces, repeated_sequences
+
+    tok, model = tok_and_model
+    seqs = repeated_sequences(tok, 4, 16, seed=0)
+    assert all(len(s) == 33 and s[0] == tok.bos_id and s[1:17] == s[17:] for s in seqs)
+    pieces = set(plain_pieces(tok))
+    assert tok.eot_id not in pieces and tok.bos_id not in pieces and all(i in pieces for s in seqs for i in s[1:])
+    random_model = copy_probe(model, seqs, 16)
+    assert abs(random_model["gain"]) < 0.5  # random weights: the repeat is as unpredictable as the run
+
+    class Copier(torch.nn.Module):
+        """A model that predicts the token 16 back (what an induction head does on these sequences)."""
+
+        def forward(self, input_ids):
+            logits = torch.full((*input_ids.shape, tok.vocab_size), -10.0)
+            logits[:, 15:, :].scatter_(2, input_ids[:, :-15, None], 10.0)
+            return type("Out", (), {"logits": logits})()
+
+    copier = copy_probe(Copier(), seqs, 16)
+    assert copier["repeat"] < 0.01 and copier["gain"] > 5
