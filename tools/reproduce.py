@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true",
                    help="keep trained runs under OUT/runs whose run.yaml is unchanged (re-evaluate only)")
     p.add_argument("overrides", nargs="*", help="dotted experiment-config overrides, e.g. fim.eval.match_cases=20")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may follow the options
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,8 @@ class TrainedModel:
     final_loss: Optional[float]
     command: str
     """The shell command that trained it."""
+    reused: bool = False
+    """Taken from an earlier run (--reuse); `seconds` is that run's."""
 
 
 def _free_port() -> int:
@@ -127,7 +129,7 @@ def train_and_export(name: str, tree: dict, out_dir: Path, nproc: int, threads: 
         done = json.loads(done_path.read_text())
         log(f"{name}: reusing {run_dir} (same run.yaml, trained in {format_duration(done['seconds'])})")
         return TrainedModel(name, run_dir, Path(done["checkpoint"]), Path(done["hf_dir"]), done["seconds"],
-                            done["tokens"], done["final_loss"], done["command"])
+                            done["tokens"], done["final_loss"], done["command"], reused=True)
     if run_dir.exists():
         import shutil
 

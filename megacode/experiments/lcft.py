@@ -135,5 +135,6 @@ def run(cfg: ExperimentConfig, assets: Assets, out: Path, log, reuse: bool = Fal
     results = evaluate(cfg, assets, models, log)
     results["tokens"] = {name: m.tokens for name, m in models.items()}
     results["runs"] = {name: {"seconds": m.seconds, "tokens": m.tokens, "final_train_loss": m.final_loss,
-                              "command": m.command, "checkpoint": str(m.checkpoint)} for name, m in models.items()}
+                              "command": m.command, "checkpoint": str(m.checkpoint), "reused": m.reused}
+                       for name, m in models.items()}
     return results

@@ -76,10 +76,10 @@ def lcft_figure(results: dict, path: Path) -> Path:
     for name, values in results["perplexity"].items():
         ax.plot(results["eval_lengths"], values, marker="o", label=LABELS.get(name, name), color=COLORS.get(name))
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    for x, text in ((L, "L"), (L4, "4L")):
+    for x, text in ((L, " L"), (L4, " 4L")):
         ax.axvline(x, color="#999999", linestyle=":", linewidth=1)
-        ax.annotate(text, (x, ax.get_ylim()[1]), ha="center", va="bottom", fontsize=8)
+        ax.annotate(text, (x, 0.97), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize=8,
+                    color="#666666")
     ax.set_xticks(results["eval_lengths"], [str(n) for n in results["eval_lengths"]], fontsize=8)
     ax.set_xlabel("evaluation context length (tokens)")
     ax.set_ylabel("held-out perplexity")

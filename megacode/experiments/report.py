@@ -135,7 +135,8 @@ def write_outputs(r: dict, out: Path) -> List[Path]:
     body = fim_markdown(r) if exp == "fim" else lcft_markdown(r)
     check_rows = [["expected (the paper's direction)", "measured", "holds"]]
     check_rows += [[e, m, "yes" if h else "**no**"] for e, m, h in checks]
-    runs = "\n".join(f"- `{name}`: {run['tokens']:,} tokens in {run['seconds'] / 60:.1f} min: `{run['command']}`"
+    runs = "\n".join(f"- `{name}`: {run['tokens']:,} tokens in {run['seconds'] / 60:.1f} min"
+                     + (" (an earlier run's, reused)" if run.get("reused") else "") + f": `{run['command']}`"
                      for name, run in r["runs"].items())
     md = (f"# {exp} at scale {r['scale']}\n\n![{exp}]({figure.name})\n\n{body}\n\n## Expected directions\n\n"
           f"{_table(check_rows)}\n\n## Runs\n\nWhole experiment: {r['seconds'] / 60:.1f} min. Corpus: "

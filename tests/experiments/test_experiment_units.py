@@ -101,3 +101,17 @@ def test_nothing_below_the_top_floor_imports_the_experiments():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("megacode.experiments")]
     assert not offenders
+
+
+def test_cli_takes_overrides_after_the_options():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce_cli", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = cli.parse_args(["lcft", "--scale", "micro", "--out", "o", "--reuse", "lcft.run.train.iters=9", "seed=3"])
+    assert (args.experiment, args.scale, args.reuse) == ("lcft", "micro", True)
+    assert args.overrides == ["lcft.run.train.iters=9", "seed=3"]
+    assert cli.main(["fim", "--scale", "micro", "--out", "o", "fim.rate=2"]) == cli.EXIT_CONFIG_ERROR
