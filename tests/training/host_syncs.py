@@ -7,12 +7,15 @@ What counts (on the thread that entered the counter; loader threads are not the 
 - `Tensor.tolist()`, `Tensor.numpy()`, `Tensor.cpu()` and `torch.tensor([...tensors...])` (these
   copy without going through the dispatcher, so they are patched at the Python level);
 - `torch.cuda.synchronize()` and `Stream/Event.synchronize()` (no-ops on CPU: still counted).
-On CPU none of these waits for anything; each would on a GPU, so the count is what a GPU run pays.
+On CPU none of these waits for anything; each would on a GPU, so the count is what a GPU run pays,
+except reads of tensors that are host tensors on a GPU too (`HOST_TENSOR_READS`: torch's Adam
+step counters, the CPU RNG state): those are recorded with the reason and not counted as syncs.
 Each event records the nearest megacode and Megatron-Core frames, so a test names the culprit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import traceback
 from typing import Optional
@@ -23,15 +26,34 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _SCALAR_READ = torch.ops.aten._local_scalar_dense.default
 
 
-def _where() -> str:
-    """'megacode/x.py:12 fn <- megatron/core/y.py:34 fn' for the innermost frames of each."""
+# Reads of tensors that live on the host on every machine, GPU runs included: no device sync.
+# (path fragment of a frame on the stack, why)
+HOST_TENSOR_READS = (
+    ("/torch/optim/", "torch.optim's per-parameter step counters (host tensors unless capturable/fused)"),
+    ("megatron/core/tensor_parallel/random.py", "the RNG tracker's check of the CPU generator state"),
+)
+
+
+def _where(stack) -> str:
+    """'megatron/core/y.py:34 fn <- megacode/x.py:12 fn' for the innermost frames of each."""
     found = {}
-    for frame in reversed(traceback.extract_stack()[:-3]):
+    for frame in reversed(stack):
         path = frame.filename.replace("\\", "/")
         for root in ("megacode/", "megatron/core/"):
             if root in path and root not in found and "tests/" not in path:
                 found[root] = f"{root}{path.split(root, 1)[1]}:{frame.lineno} {frame.name}"
     return " <- ".join(found[r] for r in ("megatron/core/", "megacode/") if r in found) or "?"
+
+
+def _host_reason(stack) -> str:
+    for frame in reversed(stack):
+        path = frame.filename.replace("\\", "/")
+        for fragment, why in HOST_TENSOR_READS:
+            if fragment in path:
+                return why
+        if "megacode/" in path and "tests/" not in path:
+            return ""  # megacode's own code reached first: not one of the known host reads
+    return ""
 
 
 class _ScalarReads(TorchDispatchMode):
@@ -46,12 +68,13 @@ class _ScalarReads(TorchDispatchMode):
 
 
 class HostSyncCounter:
-    """`with HostSyncCounter() as counter: ...`; `counter.events` lists (kind, where); `mark()`
-    starts a new segment (one per training step), `segments` holds them."""
+    """`with HostSyncCounter() as counter: ...`; `counter.events` lists (kind, where, host reason:
+    empty for a device sync); `mark()` starts a new segment (one per training step), `segments`
+    holds them; `paused()` stops counting for a while (checks a test makes)."""
 
     def __init__(self):
         self.thread = threading.get_ident()
-        self.events: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str, str]] = []
         self.segments: dict = {}
         self._current: Optional[object] = None
         self._restore: list = []
@@ -63,12 +86,21 @@ class HostSyncCounter:
             return
         self._busy = True  # the stack walk itself must not count
         try:
-            event = (kind, _where())
+            stack = [f for f in traceback.extract_stack() if not f.filename.endswith("host_syncs.py")]
+            event = (kind, _where(stack), _host_reason(stack))
             self.events.append(event)
             if self._current is not None:
                 self.segments.setdefault(self._current, []).append(event)
         finally:
             self._busy = False
+
+    @contextlib.contextmanager
+    def paused(self):
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
 
     def mark(self, key) -> None:
         self._current = key
