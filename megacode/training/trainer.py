@@ -34,6 +34,7 @@ from megacode.resilience.numerics import NumericsGuard, UpdateOutcome, guarded_u
 from megacode.training.batches import chunk_iterators, step_microbatches
 from megacode.training.logger import MetricsLogger
 from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
+from megacode.training.profiling import StepProfiler, step_context
 from megacode.training.optimizer import (attach_schedule_hooks, build_optimizer, build_scheduler, grad_norm_squared,
                                          wrap_ddp)
 from megacode.training.step import forward_step, reduce_step_loss
@@ -242,8 +243,10 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
              100 * pipeline_bubble(run.layout.pp, run.layout.num_microbatches, run.layout.vp))
     ran = 0
     saved_at = run.state.step
+    profiler = StepProfiler.from_config(cfg.logging, torch.distributed.get_rank(), run.device)
     while run.state.step < cfg.train.iters:
-        result = train_step(run)
+        with step_context(profiler, run.state.step + 1):  # logging.profile; nothing when off
+            result = train_step(run)
         run.history.append(result)
         ran += 1
         if result.step % cfg.logging.interval == 0 or result.problems:
