@@ -53,9 +53,6 @@ class ShapeConfig:
             _require(value is None or value > 0, f"model.shape.{f.name} must be positive, got {value}")
 
 
-TRANSFORMER_IMPLS = ("auto", "te", "local")
-
-
 @dataclass
 class ModelConfig:
     flavor: str = "tiny"
@@ -74,16 +71,8 @@ class ModelConfig:
     """Embedding rows are padded to a multiple of this times TP (Megatron convention)."""
     fp8: bool = False
     """Use Transformer Engine FP8 (delayed scaling recipe) for the linear layers; needs TE + CUDA."""
-    transformer_impl: str = "auto"
-    """Which layer spec builds the model (megacode.models.specs): `te` (Transformer Engine's fused
-    layers; needs TE and CUDA), `local` (Megatron-Core's own modules: any machine), or `auto` (TE
-    when it imports and a GPU is present, else local)."""
 
     def __post_init__(self) -> None:
-        _require(self.transformer_impl in TRANSFORMER_IMPLS,
-                 f"model.transformer_impl must be one of {', '.join(TRANSFORMER_IMPLS)}, got {self.transformer_impl!r}")
-        _require(not (self.fp8 and self.transformer_impl == "local"),
-                 "model.fp8=true needs Transformer Engine layers, got model.transformer_impl='local'")
         _require(self.num_layers is None or self.num_layers > 0,
                  f"model.num_layers must be positive, got {self.num_layers}")
         _require(self.rope_base is None or self.rope_base > 0,

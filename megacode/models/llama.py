@@ -126,19 +126,10 @@ def _mask_padded_vocab(vocab: int, rows_per_rank: int):
     return hook
 
 
-def use_te_layers(impl: str, te_present: bool) -> bool:
-    """`model.transformer_impl` (auto | te | local) and whether TE and a GPU are here -> TE spec?"""
-    if impl == "te" and not te_present:
-        raise ConfigError("model.transformer_impl=te needs Transformer Engine and a CUDA device; "
-                          "neither is usable here (set model.transformer_impl=auto or local)")
-    return impl == "te" or (impl == "auto" and te_present)
-
-
 def build_model(cfg: RunConfig, layout: Layout, use_te: Optional[bool] = None) -> list[GPTModel]:
-    """This rank's model chunks (one per virtual pipeline stage), on its device, not yet wrapped.
-    `use_te` None: as `model.transformer_impl` says (auto: TE when available)."""
+    """This rank's model chunks (one per virtual pipeline stage), on its device, not yet wrapped."""
     if use_te is None:
-        use_te = use_te_layers(cfg.model.transformer_impl, te_available())
+        use_te = te_available()
     config = transformer_config(cfg, layout)
     chunks = []
     for vp_stage in range(layout.vp or 1):
