@@ -5,8 +5,9 @@ received, time budget spent) in the all-reduce of its statistics (megacode.train
 because SLURM or a launcher may signal only some ranks, and a rank that stops alone would leave
 the others blocked in the next collective. The loop reads the summed votes at the end of the
 step: on "stop" every rank saves and exits with EXIT_REQUEUE. A vote is taken as the step's
-optimizer phase begins, so a signal that lands later in a step is acted on after the next one. Later signals are acknowledged and ignored, so a second SIGTERM during the save
-does not cut it short (SIGKILL cannot be caught: the tracker protocol covers that case).
+optimizer phase begins, so a signal that lands later in a step is acted on after the next one.
+Later signals are acknowledged and ignored, so a second SIGTERM during the save does not cut it
+short (SIGKILL cannot be caught: the tracker protocol covers that case).
 
 Heavy imports stay inside functions: a spawned helper process imports this module by name.
 """

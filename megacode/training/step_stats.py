@@ -54,8 +54,10 @@ def read_step_stats(losses_reduced: list, norm_squared: Optional[torch.Tensor], 
     """All ranks, after the backward pass: one all-reduce, one host read (the step's only one)."""
     stats = torch.zeros(2 + STOP_FIELDS, dtype=torch.float64, device=device)
     stats[:2] = local_contribution(losses_reduced, device)
-    if stop_flags:
-        stats[2:] = torch.tensor(stop_flags, dtype=torch.float64)  # host → device: no wait
+    for index, flag in enumerate(stop_flags or ()):
+        # A fill with a Python scalar is a kernel argument; copying a host tensor in would be a
+        # blocking copy (PyTorch synchronizes the stream after a non-pinned host-to-device copy).
+        stats[2 + index].fill_(flag)
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(stats)
     if norm_squared is not None:

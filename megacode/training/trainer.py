@@ -34,9 +34,9 @@ from megacode.resilience.numerics import NumericsGuard, UpdateOutcome, guarded_u
 from megacode.training.batches import chunk_iterators, step_microbatches
 from megacode.training.logger import MetricsLogger
 from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
-from megacode.training.profiling import StepProfiler, step_context
 from megacode.training.optimizer import (attach_schedule_hooks, build_optimizer, build_scheduler, grad_norm_squared,
                                          wrap_ddp)
+from megacode.training.profiling import StepProfiler, step_context
 from megacode.training.step import forward_step, reduce_step_loss
 from megacode.training.step_stats import read_step_stats
 

@@ -7,6 +7,9 @@ What counts (on the thread that entered the counter; loader threads are not the 
 - `Tensor.tolist()`, `Tensor.numpy()`, `Tensor.cpu()` and `torch.tensor([...tensors...])` (these
   copy without going through the dispatcher, so they are patched at the Python level);
 - `torch.cuda.synchronize()` and `Stream/Event.synchronize()` (no-ops on CPU: still counted).
+Not counted: host-to-device copies of pageable memory (`torch.tensor(x, device=cuda)`, a blocking
+`.to(cuda)`), which PyTorch also follows with a stream synchronization: on CPU they cannot be told
+from host copies (the step path avoids them: megacode.training.step_stats fills scalars instead).
 On CPU none of these waits for anything; each would on a GPU, so the count is what a GPU run pays,
 except reads of tensors that are host tensors on a GPU too (`HOST_TENSOR_READS`: torch's Adam
 step counters, the CPU RNG state): those are recorded with the reason and not counted as syncs.
