@@ -193,12 +193,13 @@ def compare(config: Path, overrides: list[str], megacode_only: list[str], nproc:
     return result
 
 
-def checkpoint_stall(config: Path, overrides: list[str], nproc: int, warmup: int, save_every: int, work: Path,
-                     label: str) -> dict:
-    """{"blocking": Timing, "async": Timing or a reason it did not run}."""
+def checkpoint_stall(config: Path, overrides: list[str], nproc: int, warmup: int, save_every: int, saves: int,
+                     work: Path, label: str) -> dict:
+    """{"blocking": Timing, "async": Timing or a reason it did not run}; `saves` timed saves each."""
     from megacode.config.schema import CheckpointConfig
 
-    steps = max(warmup + 3 * save_every + 1, 2 * save_every + 1)
+    first = (warmup // save_every + 1) * save_every  # the first save whose next step is timed
+    steps = first + (saves - 1) * save_every + 1
     out = {}
     for mode in ("blocking", "async"):
         if mode == "async" and "async_save" not in CheckpointConfig.__dataclass_fields__:
@@ -255,7 +256,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     parser.add_argument("--checkpoint", action="store_true", help="also measure the step-time stall of a save")
-    parser.add_argument("--save-every", type=int, default=4)
+    parser.add_argument("--save-every", type=int, default=4, help="with --checkpoint: steps between saves")
+    parser.add_argument("--saves", type=int, default=3, help="with --checkpoint: timed saves per run")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.path.expanduser("~/.cache/megacode/bench_train")))
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, histories)")
     args = parser.parse_args(argv)
@@ -281,7 +283,7 @@ def main(argv=None) -> int:
         results[label] = compare(TINY_CONFIG, overrides, megacode_only, nproc, args.repeats, args.warmup, work, label)
         if args.checkpoint:
             stalls[label] = checkpoint_stall(TINY_CONFIG, layout + TINY_SHAPE + COMMON + megacode_only, nproc,
-                                             args.warmup, args.save_every, work, label)
+                                             args.warmup, args.save_every, args.saves, work, label)
     worst = print_table(results, stalls)
     if not args.keep:
         import shutil
