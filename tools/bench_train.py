@@ -10,7 +10,8 @@ a 496-piece tokenizer and tools/preprocess_data.py, made once and cached under -
 the numerics guard, the watchdog, TensorBoard logging every step.
 bare: tools/bench_train_bare.py, the same model, TransformerConfig, DDP, distributed optimizer
 and LR schedule built by the same megacode functions, trained by the loop a Megatron-Core user
-writes (get_forward_backward_func, optimizer.step) on micro-batches made once in memory.
+writes (get_forward_backward_func, optimizer.step) on the first step's micro-batches of the same
+dataset, read once and kept in memory.
 
 Each run is its own torchrun (4 gloo ranks for tp2pp2), megacode and bare alternating --repeats
 times. A step's time is the wall time between the ends of consecutive steps (all of the loop's
@@ -180,15 +181,15 @@ def median_step(timings: list[Timing]) -> float:
 def compare(config: Path, overrides: list[str], megacode_only: list[str], nproc: int, repeats: int, warmup: int,
             work: Path, label: str) -> Comparison:
     """megacode and bare alternating `repeats` times on the same config and overrides;
-    `megacode_only`: what the bare loop has no use for (data, logging)."""
+    `megacode_only`: what the bare loop has no use for (logging)."""
     result = Comparison()
     for repeat in range(repeats):
         started = time.time()
         result.megacode.append(run_megacode(config, overrides + megacode_only, nproc, warmup, work,
                                             f"{label}_megacode_{repeat}"))
         result.bare.append(run_bare(config, overrides, nproc, warmup, work, f"{label}_bare_{repeat}"))
-        print(f"{label} round {repeat + 1}/{repeats}: megacode {statistics.median(result.megacode[-1].intervals):.4f} s, "
-              f"bare {statistics.median(result.bare[-1].intervals):.4f} s per step "
+        megacode_s, bare_s = (statistics.median(t[-1].intervals) for t in (result.megacode, result.bare))
+        print(f"{label} round {repeat + 1}/{repeats}: megacode {megacode_s:.4f} s, bare {bare_s:.4f} s per step "
               f"({time.time() - started:.0f} s)", flush=True)
     return result
 
@@ -278,12 +279,13 @@ def main(argv=None) -> int:
     results, stalls = {}, {}
     for label in layouts:
         nproc, layout = LAYOUTS[label]
-        overrides = layout + TINY_SHAPE + COMMON + [f"train.iters={args.steps}"]
-        megacode_only = data_overrides(data) + [f"logging.dir={work / (label + '_tb')}", "logging.interval=1"]
-        results[label] = compare(TINY_CONFIG, overrides, megacode_only, nproc, args.repeats, args.warmup, work, label)
+        overrides = layout + TINY_SHAPE + COMMON + data_overrides(data)
+        megacode_only = [f"logging.dir={work / (label + '_tb')}", "logging.interval=1"]
+        results[label] = compare(TINY_CONFIG, overrides + [f"train.iters={args.steps}"], megacode_only, nproc,
+                                 args.repeats, args.warmup, work, label)
         if args.checkpoint:
-            stalls[label] = checkpoint_stall(TINY_CONFIG, layout + TINY_SHAPE + COMMON + megacode_only, nproc,
-                                             args.warmup, args.save_every, args.saves, work, label)
+            stalls[label] = checkpoint_stall(TINY_CONFIG, overrides + megacode_only, nproc, args.warmup,
+                                             args.save_every, args.saves, work, label)
     worst = print_table(results, stalls)
     if not args.keep:
         import shutil

@@ -10,7 +10,9 @@ writes: zero the grad buffers, `get_forward_backward_func()` over `num_microbatc
 batches, `optimizer.step()` (Megatron's own: grad norm, clip, Adam), `scheduler.step()`.
 
 No data loader, no loss reduction, no numerics guard, no logging, no checkpoints, no fault
-handling: the micro-batches are random tokens made once on the device and reused every step.
+handling: the micro-batches of the first step are read once (from `data.paths` with megacode's
+dataset builder, so the tokens are the same kind megacode trains on; random tokens without data
+paths), kept on the device and reused every step.
 Rank 0 writes the wall-clock time at which each step finished (`time.time()`, as megacode's
 history does), so the driver times both loops the same way.
 """
@@ -27,12 +29,20 @@ import warnings
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
 
-def fixed_batches(num_microbatches: int, micro_batch_size: int, seq_length: int, vocab: int, device) -> list:
-    """`num_microbatches` micro-batches of random tokens, `[b, s]` each, on `device`."""
+def fixed_batches(cfg, layout, device) -> list:
+    """This rank's micro-batches of the first step, `[b, s]` tensors on `device`."""
     import torch
+    from megatron.core import parallel_state
 
-    from megacode.training.batches import position_ids
+    from megacode.config import model_shape
+    from megacode.data.training_data import build_sample_datasets
+    from megacode.training.batches import position_ids, step_microbatches
 
+    if cfg.data.paths:
+        dataset, _ = build_sample_datasets(cfg, layout)
+        return step_microbatches(dataset, 0, layout, parallel_state.get_data_parallel_rank(), device)
+    num_microbatches, micro_batch_size = layout.num_microbatches, layout.micro_batch_size
+    seq_length, vocab = cfg.data.seq_length, model_shape(cfg).vocab_size
     generator = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(num_microbatches):
@@ -55,7 +65,7 @@ def main(argv=None) -> int:
     import torch
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megacode.config import load_config, model_shape, resolve_layout
+    from megacode.config import load_config, resolve_layout
     from megacode.distributed.init import destroy, init_model_parallel, init_process_group, world_size_from_env
     from megacode.models.llama import build_model, transformer_config
     from megacode.training.batches import chunk_iterators
@@ -73,8 +83,7 @@ def main(argv=None) -> int:
     attach_schedule_hooks(config, model)
     optimizer = build_optimizer(model, cfg, config.params_dtype)
     scheduler = build_scheduler(optimizer, cfg)
-    batches = fixed_batches(layout.num_microbatches, layout.micro_batch_size, cfg.data.seq_length,
-                            model_shape(cfg).vocab_size, device)
+    batches = fixed_batches(cfg, layout, device)
 
     ends = []
     for _ in range(cfg.train.iters):

@@ -58,7 +58,8 @@ def row_line(name: str, megacode_s: float, bare_s: float, seconds_note: str = ""
     from megacode.training.metrics import flops_per_token, throughput
 
     cfg = load_config(CONFIG)
-    speed = throughput(cfg.train.global_batch_tokens, megacode_s, 1, flops_per_token(model_shape(cfg), cfg.data.seq_length))
+    flops = flops_per_token(model_shape(cfg), cfg.data.seq_length)
+    speed = throughput(cfg.train.global_batch_tokens, megacode_s, 1, flops)
     mfu = f"{100 * speed.mfu:.1f}%" if speed.mfu is not None else "n/a"
     return (f"{name:10s} | step {megacode_s:.3f} s | {speed.tokens_per_s_per_gpu:,.0f} tokens/s/GPU | "
             f"{speed.tflops_per_gpu:.0f} model TFLOP/s/GPU | MFU {mfu} | bare step {bare_s:.3f} s | "
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
             return "absent"
 
     te = te_available()
-    print(f"device: {torch.cuda.get_device_name()} (capability {'.'.join(map(str, torch.cuda.get_device_capability()))}) "
+    capability = ".".join(map(str, torch.cuda.get_device_capability()))
+    print(f"device: {torch.cuda.get_device_name()} (capability {capability}) "
           f"| torch {torch.__version__} | megatron-core {version('megatron-core')} | "
           f"transformer-engine {version('transformer-engine') if te else 'not importable'}", flush=True)
     data = bench_train.ensure_data(args.cache_dir)
@@ -113,9 +115,9 @@ def main(argv=None) -> int:
             continue
         row_start = time.time()
         label = name.replace(" ", "_")
-        megacode_only = bench_train.data_overrides(data) + [f"logging.dir={work / (label + '_tb')}", "logging.interval=1"]
-        comparison = bench_train.compare(CONFIG, overrides + [f"train.iters={args.iters}"], megacode_only, 1, 1,
-                                         args.warmup, work, label)
+        megacode_only = [f"logging.dir={work / (label + '_tb')}", "logging.interval=1"]
+        both = overrides + bench_train.data_overrides(data) + [f"train.iters={args.iters}"]
+        comparison = bench_train.compare(CONFIG, both, megacode_only, 1, 1, args.warmup, work, label)
         estimate = time.time() - row_start
         results.append(row_line(name, bench_train.median_step(comparison.megacode),
                                 bench_train.median_step(comparison.bare), f" | {estimate:.0f} s"))

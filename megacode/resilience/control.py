@@ -20,8 +20,8 @@ from megacode.resilience import badsteps, inject
 from megacode.resilience.exit_codes import (EXIT_BAD_NUMERICS, EXIT_OK, EXIT_PEER_FAILURE, clear_status,
                                             status_path, write_status)
 from megacode.resilience.phase import FAILED, ROLLBACK, PhaseTracker
-from megacode.resilience.preemption import (StopSignals, TimeBudget, agree_to_stop, decide_stop, protect_checkpoint_writer,
-                                            stop_flags)
+from megacode.resilience.preemption import (StopSignals, TimeBudget, agree_to_stop, decide_stop,
+                                            protect_checkpoint_writer, stop_flags)
 
 log = logging.getLogger("megacode")
 

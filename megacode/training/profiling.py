@@ -91,8 +91,9 @@ class StepProfiler:
             torch.cuda.memory._dump_snapshot(str(snapshot))
             torch.cuda.memory._record_memory_history(enabled=None)
             self.written.append(snapshot)
-        (log.info if self.rank == 0 else log.warning)("rank %d: profile of steps %d-%d written: %s", self.rank, self.start, self.end,
-                    ", ".join(str(p) for p in self.written))
+        say = log.info if self.rank == 0 else log.warning  # other ranks print warnings only
+        say("rank %d: profile of steps %d-%d written: %s", self.rank, self.start, self.end,
+            ", ".join(str(p) for p in self.written))
 
 
 def step_context(profiler: Optional[StepProfiler], step: int):
