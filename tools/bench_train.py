@@ -199,7 +199,7 @@ def checkpoint_stall(config: Path, overrides: list[str], nproc: int, warmup: int
     """{"blocking": Timing, "async": Timing or a reason it did not run}; `saves` timed saves each."""
     from megacode.config.schema import CheckpointConfig
 
-    first = (warmup // save_every + 1) * save_every  # the first save whose next step is timed
+    first = max(1, -(-warmup // save_every)) * save_every  # the first save whose next step is timed
     steps = first + (saves - 1) * save_every + 1
     out = {}
     for mode in ("blocking", "async"):
