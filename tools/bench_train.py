@@ -3,6 +3,7 @@
 
     python tools/bench_train.py [--layout 1rank|tp2pp2|both] [--repeats 3] [--steps 12] [--warmup 3]
     python tools/bench_train.py --checkpoint [--save-every 4]     # also: the stall a save causes
+    python tools/bench_train.py --layout tp2pp2 data.loader=python  # config overrides for both loops
 
 megacode: `python -m torch.distributed.run ... -m megacode.train --config ...` as a user runs it:
 the real data loader over an indexed dataset on disk (a corpus of the Python standard library,
@@ -261,6 +262,7 @@ def main(argv=None) -> int:
     parser.add_argument("--saves", type=int, default=3, help="with --checkpoint: timed saves per run")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.path.expanduser("~/.cache/megacode/bench_train")))
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, histories)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for both loops, e.g. data.loader=python")
     args = parser.parse_args(argv)
     if args.steps <= args.warmup + 1:
         parser.error(f"--steps {args.steps} leaves no timed step after --warmup {args.warmup}")
@@ -279,7 +281,7 @@ def main(argv=None) -> int:
     results, stalls = {}, {}
     for label in layouts:
         nproc, layout = LAYOUTS[label]
-        overrides = layout + TINY_SHAPE + COMMON + data_overrides(data)
+        overrides = layout + TINY_SHAPE + COMMON + data_overrides(data) + args.overrides
         megacode_only = [f"logging.dir={work / (label + '_tb')}", "logging.interval=1"]
         results[label] = compare(TINY_CONFIG, overrides + [f"train.iters={args.steps}"], megacode_only, nproc,
                                  args.repeats, args.warmup, work, label)
