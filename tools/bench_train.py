@@ -16,8 +16,9 @@ dataset, read once and kept in memory.
 
 Each run is its own torchrun (4 gloo ranks for tp2pp2), megacode and bare alternating --repeats
 times. A step's time is the wall time between the ends of consecutive steps (all of the loop's
-work in between counts), the first --warmup steps left out; the figure is the median over all
-repeats. The model is the tiny flavor at seq 512 with 8 micro-batches of 4 per step (about 1.6 s
+work in between counts), the first --warmup steps left out; a loop's step time is the median
+over all rounds, the ratio the median of the rounds' ratios (the two runs of a round ran back to
+back, under the same load). The model is the tiny flavor at seq 512 with 8 micro-batches of 4 per step (about 1.6 s
 a step on a quiet 2-core machine). On a CUDA machine the layouts that fit its GPUs run on them
 (NCCL); tools/gpu_check.py uses `compare` for a 7B-shaped model.
 
@@ -171,8 +172,15 @@ class Comparison:
     bare: list = field(default_factory=list)
 
     @property
+    def ratios(self) -> list:
+        """megacode/bare of each round: the two runs of a round ran back to back, under the same
+        load; rounds apart may not have (a shared machine)."""
+        return [statistics.median(m.intervals) / statistics.median(b.intervals)
+                for m, b in zip(self.megacode, self.bare)]
+
+    @property
     def ratio(self) -> float:
-        return median_step(self.megacode) / median_step(self.bare)
+        return statistics.median(self.ratios)
 
 
 def median_step(timings: list[Timing]) -> float:
@@ -238,7 +246,8 @@ def print_table(results: dict, stalls: dict) -> float:
             first = statistics.median([t.first_step_end for t in timings])
             print(f"{label:7s} {name:9s} {median_step(timings):14.4f} {rounds:>28s} {first:12.1f}")
         ratios[label] = comp.ratio
-        print(f"{label:7s} megacode/bare step time: {comp.ratio:.4f}")
+        print(f"{label:7s} megacode/bare step time: {comp.ratio:.4f} (median of the rounds' "
+              f"{', '.join(f'{r:.3f}' for r in comp.ratios)})")
     for label, modes in stalls.items():
         lines = [stall_line(label, mode, timing) for mode, timing in modes.items()]
         print("\n".join(lines))
