@@ -53,6 +53,10 @@ class ShapeConfig:
             _require(value is None or value > 0, f"model.shape.{f.name} must be positive, got {value}")
 
 
+FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
+ATTENTION_BACKENDS = ("auto", "sdpa", "unfused")
+
+
 @dataclass
 class ModelConfig:
     flavor: str = "tiny"
@@ -70,9 +74,31 @@ class ModelConfig:
     make_vocab_size_divisible_by: int = 128
     """Embedding rows are padded to a multiple of this times TP (Megatron convention)."""
     fp8: bool = False
-    """Use Transformer Engine FP8 (delayed scaling recipe) for the linear layers; needs TE + CUDA."""
+    """Use Transformer Engine FP8 (recipe: `fp8_recipe`) for the linear layers; needs TE + CUDA
+    (an FP8-capable GPU: Hopper or later) and `attention_backend: auto`."""
+    fp8_recipe: str = "delayed"
+    """FP8 scaling with `fp8: true`, the recipes Hopper runs (Megatron-Core 0.16.1 → TE):
+    `delayed` (per-tensor scale from an amax history, HYBRID: E4M3 forward, E5M2 gradients),
+    `tensorwise` (per-tensor current scaling, HYBRID; TE >= 2.2), `blockwise` (a scale per
+    1x128 / 128x128 block, E4M3 throughout as DeepSeek-V3 and TE's default; TE >= 2.3).
+    MXFP8 needs Blackwell and is not offered."""
+    attention_backend: str = "auto"
+    """Core attention: `auto` (Transformer Engine's fused attention in the TE spec when TE and
+    CUDA are present, otherwise `sdpa`), `sdpa` (the local spec with PyTorch's
+    scaled_dot_product_attention: flash / memory-efficient kernels, no s x s scores), `unfused`
+    (the local spec with Megatron-Core's DotProductAttention, which materializes the scores).
+    `sdpa` and `unfused` use the local spec even where TE is installed. Core attention has no
+    weights: a checkpoint moves between backends."""
 
     def __post_init__(self) -> None:
+        _require(self.fp8_recipe in FP8_RECIPES,
+                 f"model.fp8_recipe must be one of {', '.join(FP8_RECIPES)}, got {self.fp8_recipe!r}")
+        _require(self.attention_backend in ATTENTION_BACKENDS,
+                 f"model.attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, "
+                 f"got {self.attention_backend!r}")
+        _require(not self.fp8 or self.attention_backend == "auto",
+                 f"model.fp8=true needs the Transformer Engine spec (model.attention_backend=auto), "
+                 f"got model.attention_backend={self.attention_backend!r}")
         _require(self.num_layers is None or self.num_layers > 0,
                  f"model.num_layers must be positive, got {self.num_layers}")
         _require(self.rope_base is None or self.rope_base > 0,
