@@ -261,9 +261,10 @@ class CheckpointConfig:
     """Write the shards in the background (a process forked per save; Megatron-Core's asynchronous
     `dist_checkpointing` save) while training goes on. The loop stalls only while a save is
     prepared: the sharded state (the distributed optimizer's included), the write plan, `common.pt`
-    and, on GPUs, the copy of the shards to host memory. The completion marker and the tracker
-    still move only after every rank's write finished and was checked; the next save, a rollback
-    and every exit (end, preemption) first wait for the one in flight."""
+    and, on GPUs, the copy of the shards to host memory (held until written; on CPU the fork's
+    copy-on-write pages play that part). The completion marker and the tracker still move only
+    after every rank's write finished and was checked; the next save, a rollback and every exit
+    (end, preemption) first wait for the one in flight."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.async_save, bool), f"checkpoint.async_save must be true or false, got {self.async_save!r}")

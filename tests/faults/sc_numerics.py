@@ -4,8 +4,8 @@ Runs on a real (tiny) indexed corpus, so bad-step records name documents, at DP2
 distributed optimizer: the NaN is planted on DP rank 0 only and reaches the other rank through
 the gradient reduce-scatter. What "skip" must equal is defined without the skip machinery: an
 unpoisoned run on the same data stream with the poisoned global batches cut out. The rollback
-run saves asynchronously: a bad step must first finish the save in flight, or it would roll back
-to the checkpoint before.
+run saves asynchronously (a bad step first completes a save still being written, then rolls
+back to the latest).
 """
 
 from __future__ import annotations
