@@ -283,8 +283,17 @@ class CheckpointConfig:
     keep_every: int = 0
     """With keep_last > 0: also keep every checkpoint whose step is a multiple of this; 0: none."""
     save_at_end: bool = True
+    async_save: bool = False
+    """Write the shards in the background (a process forked per save; Megatron-Core's asynchronous
+    `dist_checkpointing` save) while training goes on. The loop stalls only while a save is
+    prepared: the sharded state (the distributed optimizer's included), the write plan, `common.pt`
+    and, on GPUs, the copy of the shards to host memory (held until written; on CPU the fork's
+    copy-on-write pages play that part). The completion marker and the tracker still move only
+    after every rank's write finished and was checked; the next save, a rollback and every exit
+    (end, preemption) first wait for the one in flight."""
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.async_save, bool), f"checkpoint.async_save must be true or false, got {self.async_save!r}")
         _require(self.interval >= 0, f"checkpoint.interval must be >= 0, got {self.interval}")
         _require(self.keep_last >= 0, f"checkpoint.keep_last must be >= 0, got {self.keep_last}")
         _require(self.keep_every >= 0, f"checkpoint.keep_every must be >= 0, got {self.keep_every}")
