@@ -21,6 +21,7 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from megacode.checkpoint.async_save import BackgroundSave
 from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
 from megacode.checkpoint.retention import prune
 from megacode.config import Layout, RunConfig, model_shape
@@ -79,6 +80,8 @@ class Run:
     faults: Optional[FaultControl] = None
     step_losses: list = field(default_factory=list)
     """The last step's per-micro-batch losses (what a bad-step record is made from)."""
+    saves: BackgroundSave = field(default_factory=BackgroundSave)
+    """The checkpoint being written in the background (checkpoint.async_save), if any."""
 
 
 def build_datasets(cfg: RunConfig, layout: Layout):
@@ -217,15 +220,31 @@ def _log_step(run: Run, result: StepResult, flops_token: float) -> None:
 
 
 def save(run: Run) -> None:
+    """Save this step. With `checkpoint.async_save` the shards are written in the background and
+    the save completes (tracker, retention) at a later `run.saves.poll()` or `wait()`; a save
+    still in flight is waited for first."""
     ckpt = run.cfg.checkpoint
     step, rank = run.state.step, torch.distributed.get_rank()
     if run.faults is not None:
         run.faults.phase(phases.SAVE, step)
+    run.saves.wait()
     run.state.extra["numerics"] = run.guard.state_dict()
+    start = time.perf_counter()
     path = save_checkpoint(ckpt.dir, run.model, run.optimizer, run.scheduler, run.state, run.layout,
-                           run.cfg.to_dict(), on_point=lambda point: inject.save_point(rank, step, point))
-    log.info("saved checkpoint %s", path)
-    if rank == 0 and ckpt.keep_last:
+                           run.cfg.to_dict(), on_point=lambda point: inject.save_point(rank, step, point),
+                           background=run.saves if ckpt.async_save else None,
+                           on_complete=lambda path: _saved(run, path, start))
+    if ckpt.async_save:
+        log.info("checkpoint %s: training resumes after %.3f s, the shards are written in the background",
+                 path.name, time.perf_counter() - start)
+
+
+def _saved(run: Run, path: Path, start: float) -> None:
+    """Every rank, once `path` is complete and the latest: retention may now delete older ones."""
+    ckpt = run.cfg.checkpoint
+    log.info("saved checkpoint %s %s %.3f s", path, "completed in the background after" if ckpt.async_save else "in",
+             time.perf_counter() - start)
+    if torch.distributed.get_rank() == 0 and ckpt.keep_last:
         prune(ckpt.dir, ckpt.keep_last, ckpt.keep_every)
 
 
@@ -252,6 +271,7 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
         if result.step % cfg.logging.interval == 0 or result.problems:
             _log_step(run, result, flops_token)
         if result.problems:
+            run.saves.wait()  # a rollback resumes from the latest checkpoint: finish the one in flight
             action = faults.bad_step(run, result, run.step_losses)
             if action == "stop":
                 return run.history
@@ -268,13 +288,16 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
             break
         faults.phase(phases.IDLE, result.step)
         stop = faults.stop_reason(run.device, result.stop_votes)  # a signal may have reached only some ranks
+        run.saves.poll()  # completes a background save whose write finished; no collective when none
         if stop is not None:
             if cfg.checkpoint.dir and saved_at != run.state.step:
                 save(run)
+            run.saves.wait()
             where = f"saved iter_{run.state.step:07d}" if cfg.checkpoint.dir else "no checkpoint.dir: nothing saved"
             faults.finish(EXIT_REQUEUE, f"{stop}; {where}")
             return run.history
     if cfg.checkpoint.dir and cfg.checkpoint.save_at_end and saved_at != run.state.step:
         save(run)
+    run.saves.wait()
     faults.finish(EXIT_OK, f"finished at step {run.state.step}")
     return run.history
