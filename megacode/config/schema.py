@@ -198,8 +198,9 @@ class TrainConfig:
     """Stop (after saving) once this many steps ran in this process; 0 disables. Used by tests."""
     exit_duration_minutes: float = 0.0
     """Time budget of this process (from its start): once exceeded, every rank finishes the step,
-    saves and exits with the requeue code (megacode.resilience.exit_codes); 0 disables. Set it
-    below the allocation's wall time by more than one step plus one save."""
+    saves and exits with the requeue code (megacode.resilience.exit_codes); 0 disables. Ranks vote
+    as a step's optimizer phase begins, so set it below the allocation's wall time by more than
+    two steps plus one save."""
 
     def __post_init__(self) -> None:
         _require(self.iters >= 0, f"train.iters must be >= 0, got {self.iters}")
@@ -300,14 +301,51 @@ class CheckpointConfig:
 
 
 @dataclass
+class ProfileConfig:
+    """A `torch.profiler` trace of a few training steps (megacode.training.profiling)."""
+
+    start_step: int = 0
+    """First step to trace; 0 traces nothing."""
+    end_step: Optional[int] = None
+    """Last step to trace (inclusive); None = start_step. Each step is a `ProfilerStep#<step>`
+    range from its start to the next step's start (its logging included)."""
+    ranks: list = field(default_factory=lambda: [0])
+    """Global ranks that trace (each writes its own file)."""
+    dir: Optional[str] = None
+    """Where the traces go; None = `{logging.dir}/profile` (TensorBoard's profiler plugin finds
+    them there). Files: `rank{R}_steps{A}-{B}.pt.trace.json` (Chrome trace JSON), on CUDA also
+    `rank{R}_steps{A}-{B}.memory.pickle` (a CUDA memory snapshot for pytorch.org/memory_viz)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.start_step > 0
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.start_step, int) and self.start_step >= 0,
+                 f"logging.profile.start_step must be an integer >= 0 (0: off), got {self.start_step!r}")
+        if self.end_step is None:
+            self.end_step = self.start_step
+        _require(isinstance(self.end_step, int) and self.end_step >= self.start_step,
+                 f"logging.profile.end_step must be >= start_step={self.start_step}, got {self.end_step!r}")
+        _require(isinstance(self.ranks, list) and self.ranks
+                 and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in self.ranks),
+                 f"logging.profile.ranks must be a non-empty list of ranks >= 0, got {self.ranks!r}")
+
+
+@dataclass
 class LoggingConfig:
     dir: Optional[str] = None
     """TensorBoard event directory; None disables TensorBoard (console only)."""
     interval: int = 1
     """Log every this many steps."""
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    """Profiler traces of chosen steps on chosen ranks; off unless `start_step` is set."""
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"logging.interval must be >= 1, got {self.interval}")
+        _require(not self.profile.enabled or self.profile.dir or self.dir,
+                 f"logging.profile (steps {self.profile.start_step}-{self.profile.end_step}) needs "
+                 f"logging.profile.dir or logging.dir for its trace files, got neither")
 
 
 BAD_STEP_POLICIES = ("skip", "rollback", "stop")

@@ -4,8 +4,9 @@ One optimizer step: every rank takes its micro-batches by global sample index, M
 `get_forward_backward_func` runs 1F1B (or interleaved 1F1B with virtual stages, or no
 pipelining) with DDP gradient reduction, the (distributed) optimizer clips and steps unless the
 step's loss or gradient norm is bad (megacode.resilience.numerics), the scheduler advances.
-Losses are reduced so that every rank sees the global-batch mean. Between steps all ranks agree
-whether to stop for a preemption signal or the time budget (megacode.resilience).
+The host waits for the device once per step: the global-batch loss, the gradient norm and every
+rank's stop vote (preemption signal, time budget) arrive in one read
+(megacode.training.step_stats); between steps all ranks act on the same votes.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from megacode.resilience import inject
 from megacode.resilience import phase as phases
 from megacode.resilience.control import FaultControl
 from megacode.resilience.exit_codes import EXIT_OK, EXIT_REQUEUE
-from megacode.resilience.numerics import NumericsGuard, guarded_update
+from megacode.resilience.numerics import NumericsGuard, UpdateOutcome, guarded_update
 from megacode.training.batches import chunk_iterators, step_microbatches
 from megacode.training.logger import MetricsLogger
 from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
-from megacode.training.optimizer import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
+from megacode.training.optimizer import (attach_schedule_hooks, build_optimizer, build_scheduler, grad_norm_squared,
+                                         wrap_ddp)
+from megacode.training.profiling import StepProfiler, step_context
 from megacode.training.step import forward_step, reduce_step_loss
+from megacode.training.step_stats import read_step_stats
 
 log = logging.getLogger("megacode")
 
@@ -51,6 +55,12 @@ class StepResult:
     skipped: bool = False
     problems: list = field(default_factory=list)
     """Why the update was withheld (NaN/Inf/spike); empty for a good step."""
+    finished_at: float = 0.0
+    """`time.time()` when the step ended: differences between steps are the loop's whole
+    iteration time, logging and the stop check included (tools/bench_train.py)."""
+    stop_votes: Optional[list] = None
+    """Every rank's stop vote summed, read with the step's statistics; None for a step a rollback
+    dropped (the loop then asks on its own)."""
 
 
 @dataclass
@@ -153,21 +163,28 @@ def train_step(run: Run) -> StepResult:
     poison = inject.poison_for(step)
     step_func = inject.poisoned(forward_step, poison) if poison else forward_step
     run.step_losses = _forward_backward(run, run.train_data, consumed, forward_only=False, step_func=step_func)
-    loss, _tokens = reduce_step_loss(run.step_losses, run.device)
     if run.faults is not None:
         run.faults.phase(phases.OPTIMIZER, step)
-    outcome = guarded_update(run.optimizer, run.guard, loss, step, run.device)
+    overflow = run.optimizer.prepare_grads()  # fp16 loss-scaler overflow: Megatron skips and rescales
+    norm_squared = None if overflow else grad_norm_squared(run.optimizer)
+    stats = read_step_stats(run.step_losses, norm_squared, run.faults.stop_flags() if run.faults else None,
+                            run.device)  # the step's one host synchronization
+    if overflow:
+        outcome = UpdateOutcome(False, None)
+    else:
+        grad_norm = stats.grad_norm if norm_squared is not None else float(run.optimizer.get_grad_norm())
+        outcome = guarded_update(run.optimizer, run.guard, stats.loss, grad_norm, step)
     if outcome.applied:
         run.scheduler.step(increment=1)
-    return _advance(run, start, loss, outcome.grad_norm, outcome.applied, outcome.problems)
+    return _advance(run, start, stats.loss, outcome.grad_norm, outcome.applied, outcome.problems, stats.stop)
 
 
-def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=()) -> StepResult:
+def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=(), stop_votes=None) -> StepResult:
     run.state.step += 1
     run.state.consumed_train_samples += run.layout.global_batch_size
     lr = run.optimizer.param_groups[0]["lr"]
     return StepResult(run.state.step, loss, grad_norm, lr, time.perf_counter() - start, skipped=not applied,
-                      problems=list(problems))
+                      problems=list(problems), finished_at=time.time(), stop_votes=stop_votes)
 
 
 @torch.no_grad()
@@ -245,8 +262,10 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
              100 * pipeline_bubble(run.layout.pp, run.layout.num_microbatches, run.layout.vp))
     ran = 0
     saved_at = run.state.step
+    profiler = StepProfiler.from_config(cfg.logging, torch.distributed.get_rank(), run.device)
     while run.state.step < cfg.train.iters:
-        result = train_step(run)
+        with step_context(profiler, run.state.step + 1):  # logging.profile; nothing when off
+            result = train_step(run)
         run.history.append(result)
         ran += 1
         if result.step % cfg.logging.interval == 0 or result.problems:
@@ -268,7 +287,7 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
         if cfg.train.exit_interval and ran >= cfg.train.exit_interval:
             break
         faults.phase(phases.IDLE, result.step)
-        stop = faults.stop_reason(run.device)  # every step: a signal may have reached only some ranks
+        stop = faults.stop_reason(run.device, result.stop_votes)  # a signal may have reached only some ranks
         run.saves.poll()  # completes a background save whose write finished; no collective when none
         if stop is not None:
             if cfg.checkpoint.dir and saved_at != run.state.step:
