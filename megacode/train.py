@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 
 from megacode.checkpoint.preflight import checkpoint_to_load
 from megacode.config import ConfigError, check_schedule, load_config, resolve_layout
 
 EXIT_CONFIG_ERROR = 2
+RANK0_REPORT_WAIT_S = 30.0
+"""How long a rank other than 0 waits before exiting on a config error: every rank runs the same
+checks, and torchrun ends all workers as soon as one exits, so a rank that exits first could end
+rank 0 before it printed the error (seen on a loaded machine: exit 2 with no message at all)."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,6 +48,8 @@ def main(argv=None) -> int:
     except ConfigError as err:
         if rank == 0:
             print(f"megacode: config error: {err}", file=sys.stderr)
+        else:  # rank 0 fails the same check, prints it and exits; torchrun then ends this rank
+            time.sleep(RANK0_REPORT_WAIT_S)
         return EXIT_CONFIG_ERROR
     if args.check_only:
         if rank == 0:

@@ -8,6 +8,7 @@ layout, and each rank's RNG state (restored only when the layout is unchanged).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import shutil
@@ -21,6 +22,7 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
+from megacode.checkpoint.async_save import BackgroundSave
 from megacode.checkpoint.tracker import resolve_load_dir  # noqa: F401 (re-exported: where loads start)
 from megacode.checkpoint.tracker import check_shards, mark_complete, step_dir, write_tracker
 from megacode.config import Layout
@@ -29,7 +31,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 # Where a save can be interrupted, in order (fault-injection tests kill ranks at each of them).
-SAVE_POINTS = ("begin", "written", "verified", "marked", "tracked")
+# "scheduled" (an asynchronous save's writer started, training goes on) exists only with
+# checkpoint.async_save; there, the points after it run at the save's finalization.
+SAVE_POINTS = ("begin", "scheduled", "written", "verified", "marked", "tracked")
 
 
 class CheckpointError(RuntimeError):
@@ -145,10 +149,20 @@ def build_sharded_state_dict(model: list, optimizer, scheduler, state: TrainStat
 
 def save_checkpoint(root: str | Path, model: list, optimizer, scheduler, state: TrainState,
                     layout: Layout, config_dict: dict,
-                    on_point: Optional[Callable[[str], None]] = None) -> Path:
+                    on_point: Optional[Callable[[str], None]] = None,
+                    background: Optional[BackgroundSave] = None,
+                    on_complete: Optional[Callable[[Path], None]] = None) -> Path:
     """All ranks call this. The tracker moves to this step only after every rank finished writing,
-    rank 0 found every shard at full length and wrote the completion marker (tracker.py).
-    `on_point(name)` is called at each of SAVE_POINTS (test fault hooks)."""
+    rank 0 found every shard at full length and wrote the completion marker (tracker.py); then
+    `on_complete(directory)` runs on every rank.
+
+    With `background` (checkpoint.async_save) the shards are written by a forked process and this
+    returns as soon as it started; everything from the barrier on runs when `background.poll()` or
+    `.wait()` finds the write finished on every rank (async_save.py). `background` must have no
+    save pending. `on_point(name)` is called at each of SAVE_POINTS (test fault hooks;
+    "scheduled" only with `background`)."""
+    if background is not None and background.pending is not None:
+        raise RuntimeError(f"checkpoint {background.pending} is still being written: wait() for it first")
     point = on_point or (lambda name: None)
     root = Path(root)
     target = step_dir(root, state.step)
@@ -161,7 +175,22 @@ def save_checkpoint(root: str | Path, model: list, optimizer, scheduler, state: 
     dist.barrier()
     point("begin")
     sharded = build_sharded_state_dict(model, optimizer, scheduler, state, layout, config_dict, is_loading=False)
-    dist_checkpointing.save(sharded, str(target))
+    finish = functools.partial(_complete_save, root, target, state.step, point)
+    if background is None:
+        dist_checkpointing.save(sharded, str(target))
+        finish()
+        if on_complete is not None:
+            on_complete(target)
+        return target
+    request = dist_checkpointing.save(sharded, str(target), async_sharded_save=True)
+    background.start(request, target, finish, on_complete)
+    point("scheduled")
+    return target
+
+
+def _complete_save(root: Path, target: Path, step: int, point: Callable[[str], None]) -> None:
+    """All ranks, once every rank's shards are written: check, mark complete, move the tracker."""
+    rank0 = dist.get_rank() == 0
     point("written")
     dist.barrier()
     problem, sizes = check_shards(target) if rank0 else (None, {})
@@ -171,13 +200,12 @@ def save_checkpoint(root: str | Path, model: list, optimizer, scheduler, state: 
         raise CheckpointError(f"checkpoint {target} is incomplete after saving: {verdict[0]}")
     point("verified")
     if rank0:
-        mark_complete(target, state.step, dist.get_world_size(), sizes)
+        mark_complete(target, step, dist.get_world_size(), sizes)
     point("marked")
     if rank0:
-        write_tracker(root, state.step)
+        write_tracker(root, step)
     point("tracked")
     dist.barrier()
-    return target
 
 
 def read_common(ckpt_dir: str | Path) -> dict:

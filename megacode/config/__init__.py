@@ -12,6 +12,7 @@ from megacode.config.schema import (
     ModelConfig,
     OptimConfig,
     ParallelConfig,
+    ProfileConfig,
     RunConfig,
     ScheduleConfig,
     ShapeConfig,
@@ -23,5 +24,5 @@ __all__ = [
     "CUSTOM", "FLAVORS", "Flavor", "check_shape", "get_flavor", "model_shape", "rope_base", "Layout", "resolve_layout",
     "config_from_dict", "load_config",
     "CheckpointConfig", "ConfigError", "DataConfig", "FimConfig", "LoggingConfig", "ModelConfig",
-    "OptimConfig", "ParallelConfig", "RunConfig", "ScheduleConfig", "ShapeConfig", "TrainConfig", "check_schedule",
+    "OptimConfig", "ParallelConfig", "ProfileConfig", "RunConfig", "ScheduleConfig", "ShapeConfig", "TrainConfig", "check_schedule",
 ]

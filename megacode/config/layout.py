@@ -66,5 +66,8 @@ def resolve_layout(cfg: RunConfig, world_size: int) -> Layout:
     if pp > 1 and num_micro < pp:
         raise ConfigError(f"{num_micro} micro-batches per step cannot fill a {pp}-stage pipeline; "
                           f"raise train.global_batch_tokens or lower train.micro_batch_size")
+    profile = cfg.logging.profile
+    if profile.enabled and any(r >= world_size for r in profile.ranks):
+        raise ConfigError(f"logging.profile.ranks={profile.ranks} names ranks outside the world of {world_size}")
     return Layout(world_size=world_size, tp=tp, pp=pp, vp=vp, dp=dp, num_layers=num_layers,
                   global_batch_size=global_batch, micro_batch_size=mbs, num_microbatches=num_micro)

@@ -53,6 +53,10 @@ class ShapeConfig:
             _require(value is None or value > 0, f"model.shape.{f.name} must be positive, got {value}")
 
 
+FP8_RECIPES = ("delayed", "tensorwise", "blockwise")
+ATTENTION_BACKENDS = ("auto", "sdpa", "unfused")
+
+
 @dataclass
 class ModelConfig:
     flavor: str = "tiny"
@@ -70,9 +74,31 @@ class ModelConfig:
     make_vocab_size_divisible_by: int = 128
     """Embedding rows are padded to a multiple of this times TP (Megatron convention)."""
     fp8: bool = False
-    """Use Transformer Engine FP8 (delayed scaling recipe) for the linear layers; needs TE + CUDA."""
+    """Use Transformer Engine FP8 (recipe: `fp8_recipe`) for the linear layers; needs TE + CUDA
+    (an FP8-capable GPU: Hopper or later) and `attention_backend: auto`."""
+    fp8_recipe: str = "delayed"
+    """FP8 scaling with `fp8: true`, the recipes Hopper runs (Megatron-Core 0.16.1 → TE):
+    `delayed` (per-tensor scale from an amax history, HYBRID: E4M3 forward, E5M2 gradients),
+    `tensorwise` (per-tensor current scaling, HYBRID; TE >= 2.2), `blockwise` (a scale per
+    1x128 / 128x128 block, E4M3 throughout as DeepSeek-V3 and TE's default; TE >= 2.3).
+    MXFP8 needs Blackwell and is not offered."""
+    attention_backend: str = "auto"
+    """Core attention: `auto` (Transformer Engine's fused attention in the TE spec when TE and
+    CUDA are present, otherwise `sdpa`), `sdpa` (the local spec with PyTorch's
+    scaled_dot_product_attention: flash / memory-efficient kernels, no s x s scores), `unfused`
+    (the local spec with Megatron-Core's DotProductAttention, which materializes the scores).
+    `sdpa` and `unfused` use the local spec even where TE is installed. Core attention has no
+    weights: a checkpoint moves between backends."""
 
     def __post_init__(self) -> None:
+        _require(self.fp8_recipe in FP8_RECIPES,
+                 f"model.fp8_recipe must be one of {', '.join(FP8_RECIPES)}, got {self.fp8_recipe!r}")
+        _require(self.attention_backend in ATTENTION_BACKENDS,
+                 f"model.attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, "
+                 f"got {self.attention_backend!r}")
+        _require(not self.fp8 or self.attention_backend == "auto",
+                 f"model.fp8=true needs the Transformer Engine spec (model.attention_backend=auto), "
+                 f"got model.attention_backend={self.attention_backend!r}")
         _require(self.num_layers is None or self.num_layers > 0,
                  f"model.num_layers must be positive, got {self.num_layers}")
         _require(self.rope_base is None or self.rope_base > 0,
@@ -172,8 +198,9 @@ class TrainConfig:
     """Stop (after saving) once this many steps ran in this process; 0 disables. Used by tests."""
     exit_duration_minutes: float = 0.0
     """Time budget of this process (from its start): once exceeded, every rank finishes the step,
-    saves and exits with the requeue code (megacode.resilience.exit_codes); 0 disables. Set it
-    below the allocation's wall time by more than one step plus one save."""
+    saves and exits with the requeue code (megacode.resilience.exit_codes); 0 disables. Ranks vote
+    as a step's optimizer phase begins, so set it below the allocation's wall time by more than
+    two steps plus one save."""
 
     def __post_init__(self) -> None:
         _require(self.iters >= 0, f"train.iters must be >= 0, got {self.iters}")
@@ -257,11 +284,52 @@ class CheckpointConfig:
     keep_every: int = 0
     """With keep_last > 0: also keep every checkpoint whose step is a multiple of this; 0: none."""
     save_at_end: bool = True
+    async_save: bool = False
+    """Write the shards in the background (a process forked per save; Megatron-Core's asynchronous
+    `dist_checkpointing` save) while training goes on. The loop stalls only while a save is
+    prepared: the sharded state (the distributed optimizer's included), the write plan, `common.pt`
+    and, on GPUs, the copy of the shards to host memory (held until written; on CPU the fork's
+    copy-on-write pages play that part). The completion marker and the tracker still move only
+    after every rank's write finished and was checked; the next save, a rollback and every exit
+    (end, preemption) first wait for the one in flight."""
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.async_save, bool), f"checkpoint.async_save must be true or false, got {self.async_save!r}")
         _require(self.interval >= 0, f"checkpoint.interval must be >= 0, got {self.interval}")
         _require(self.keep_last >= 0, f"checkpoint.keep_last must be >= 0, got {self.keep_last}")
         _require(self.keep_every >= 0, f"checkpoint.keep_every must be >= 0, got {self.keep_every}")
+
+
+@dataclass
+class ProfileConfig:
+    """A `torch.profiler` trace of a few training steps (megacode.training.profiling)."""
+
+    start_step: int = 0
+    """First step to trace; 0 traces nothing."""
+    end_step: Optional[int] = None
+    """Last step to trace (inclusive); None = start_step. Each step is a `ProfilerStep#<step>`
+    range from its start to the next step's start (its logging included)."""
+    ranks: list = field(default_factory=lambda: [0])
+    """Global ranks that trace (each writes its own file)."""
+    dir: Optional[str] = None
+    """Where the traces go; None = `{logging.dir}/profile` (TensorBoard's profiler plugin finds
+    them there). Files: `rank{R}_steps{A}-{B}.pt.trace.json` (Chrome trace JSON), on CUDA also
+    `rank{R}_steps{A}-{B}.memory.pickle` (a CUDA memory snapshot for pytorch.org/memory_viz)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.start_step > 0
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.start_step, int) and self.start_step >= 0,
+                 f"logging.profile.start_step must be an integer >= 0 (0: off), got {self.start_step!r}")
+        if self.end_step is None:
+            self.end_step = self.start_step
+        _require(isinstance(self.end_step, int) and self.end_step >= self.start_step,
+                 f"logging.profile.end_step must be >= start_step={self.start_step}, got {self.end_step!r}")
+        _require(isinstance(self.ranks, list) and self.ranks
+                 and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in self.ranks),
+                 f"logging.profile.ranks must be a non-empty list of ranks >= 0, got {self.ranks!r}")
 
 
 @dataclass
@@ -270,9 +338,14 @@ class LoggingConfig:
     """TensorBoard event directory; None disables TensorBoard (console only)."""
     interval: int = 1
     """Log every this many steps."""
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    """Profiler traces of chosen steps on chosen ranks; off unless `start_step` is set."""
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"logging.interval must be >= 1, got {self.interval}")
+        _require(not self.profile.enabled or self.profile.dir or self.dir,
+                 f"logging.profile (steps {self.profile.start_step}-{self.profile.end_step}) needs "
+                 f"logging.profile.dir or logging.dir for its trace files, got neither")
 
 
 BAD_STEP_POLICIES = ("skip", "rollback", "stop")

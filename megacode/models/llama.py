@@ -2,11 +2,13 @@
 
 Architecture (DESIGN.md §2): pre-norm RMSNorm (eps 1e-5), SwiGLU MLP (`linear_fc1` = [gate; up]),
 rotary embeddings (rotate-half, base θ configurable), grouped-query attention, no biases,
-untied input embedding and output layer. Which kernels implement it comes from `specs.py`.
+untied input embedding and output layer. Which kernels implement it comes from `specs.py`,
+which fusion switches are on from `fusions.py`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
@@ -16,7 +18,14 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
 from megacode.config import ConfigError, Layout, RunConfig, model_shape, rope_base
-from megacode.models.specs import decoder_block_spec, te_available
+from megacode.models.fusions import Availability, Fusions, choose_fusions
+from megacode.models.specs import decoder_block_spec, resolve_attention, te_available
+
+log = logging.getLogger("megacode")
+
+# model.fp8_recipe -> TransformerConfig.fp8 (the FP8 format): per-tensor recipes keep E5M2's
+# range for gradients; block scales do not need it (TE's default for blockwise is E4M3).
+FP8_FORMAT = {"delayed": "hybrid", "tensorwise": "hybrid", "blockwise": "e4m3"}
 
 
 def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
@@ -33,13 +42,28 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
     return padded
 
 
+def run_fusions(cfg: RunConfig, dtype: torch.dtype, available: Optional[Availability] = None) -> Fusions:
+    """The fusion switches for this run on this machine (`available`: detected when None)."""
+    available = Availability.detect() if available is None else available
+    attention = resolve_attention(cfg.model.attention_backend, available.te)
+    return choose_fusions(available, attention, bf16=dtype == torch.bfloat16)
+
+
+def fp8_kwargs(cfg: RunConfig) -> dict:
+    """TransformerConfig's FP8 fields for model.fp8 / model.fp8_recipe (empty without FP8)."""
+    if not cfg.model.fp8:
+        return {}
+    return {"fp8": FP8_FORMAT[cfg.model.fp8_recipe], "fp8_recipe": cfg.model.fp8_recipe}
+
+
 def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[torch.dtype] = None,
-                       use_cpu_initialization: Optional[bool] = None) -> TransformerConfig:
-    """Megatron TransformerConfig for the run's model shape at this layout (BF16 on GPU, FP32 on CPU)."""
+                       use_cpu_initialization: Optional[bool] = None,
+                       available: Optional[Availability] = None) -> TransformerConfig:
+    """Megatron TransformerConfig for the run's model shape at this layout (BF16 on GPU, FP32 on
+    CPU), with the fusions this machine's kernels allow (`available`: detected when None)."""
     shape = model_shape(cfg)
     on_gpu = torch.cuda.is_available()
     dtype = params_dtype or (torch.bfloat16 if on_gpu else torch.float32)
-    fp8 = {"fp8": "hybrid", "fp8_recipe": "delayed"} if cfg.model.fp8 else {}
     return TransformerConfig(
         num_layers=layout.num_layers,
         hidden_size=shape.hidden_size,
@@ -71,19 +95,14 @@ def transformer_config(cfg: RunConfig, layout: Layout, params_dtype: Optional[to
         # and DP splits of one global batch give the same gradient (and masked losses are exact).
         calculate_per_token_loss=True,
         use_cpu_initialization=not on_gpu if use_cpu_initialization is None else use_cpu_initialization,
-        gradient_accumulation_fusion=False,
-        bias_activation_fusion=False,
-        bias_dropout_fusion=False,
-        masked_softmax_fusion=on_gpu,
-        apply_rope_fusion=False,
-        persist_layer_norm=False,
         deallocate_pipeline_outputs=True,
         # gloo matches point-to-point messages between two ranks in posting order (tag 0): in a
         # batched exchange with PP=2 and virtual stages, where the previous and next stage are
         # the same peer, an activation and a gradient of equal shape can swap. The unbatched
         # path orders sends/receives by rank parity and splits the two directions.
         batch_p2p_comm=on_gpu,
-        **fp8,
+        **run_fusions(cfg, dtype, available).kwargs,
+        **fp8_kwargs(cfg),
     )
 
 
@@ -94,7 +113,8 @@ def build_model_chunk(cfg: RunConfig, config: TransformerConfig, vp_stage: Optio
     padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, config.tensor_model_parallel_size)
     model = GPTModel(
         config=config,
-        transformer_layer_spec=decoder_block_spec(config, use_te, vp_stage=vp_stage),
+        transformer_layer_spec=decoder_block_spec(config, use_te, vp_stage=vp_stage,
+                                                  attention=cfg.model.attention_backend),
         vocab_size=padded,
         max_sequence_length=cfg.data.seq_length,
         pre_process=pre_process,
@@ -127,10 +147,15 @@ def _mask_padded_vocab(vocab: int, rows_per_rank: int):
 
 
 def build_model(cfg: RunConfig, layout: Layout, use_te: Optional[bool] = None) -> list[GPTModel]:
-    """This rank's model chunks (one per virtual pipeline stage), on its device, not yet wrapped."""
+    """This rank's model chunks (one per virtual pipeline stage), on its device, not yet wrapped.
+    Logs (rank 0) which core attention and fusions the run uses."""
     if use_te is None:
-        use_te = te_available()
+        use_te = resolve_attention(cfg.model.attention_backend, te_available()) == "te"
+    if cfg.model.fp8 and not use_te:
+        raise ConfigError("model.fp8=true needs the Transformer Engine spec (TE importable and CUDA), "
+                          f"which this run does not use (CUDA available: {torch.cuda.is_available()})")
     config = transformer_config(cfg, layout)
+    log.info("%s", run_fusions(cfg, config.params_dtype).description)
     chunks = []
     for vp_stage in range(layout.vp or 1):
         stage = vp_stage if layout.vp else None

@@ -3,9 +3,9 @@
 `FaultControl.start(cfg)` (once per process, after the process group exists) installs the
 preemption signal handlers, starts the checkpoint writer's helper process shielded from them,
 starts the watchdog thread and clears a stale exit-status file. The loop then reports its phase,
-asks after every step whether all ranks agree to stop, hands over bad steps, and finally reads
-`exit_code`. `FaultControl.passive(cfg)` does none of the process-level parts (no handlers, no
-thread) for callers that drive steps themselves.
+gives every step this rank's stop vote and asks after it whether all ranks agree to stop, hands
+over bad steps, and finally reads `exit_code`. `FaultControl.passive(cfg)` does none of the
+process-level parts (no handlers, no thread) for callers that drive steps themselves.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from megacode.resilience import badsteps, inject
 from megacode.resilience.exit_codes import (EXIT_BAD_NUMERICS, EXIT_OK, EXIT_PEER_FAILURE, clear_status,
                                             status_path, write_status)
 from megacode.resilience.phase import FAILED, ROLLBACK, PhaseTracker
-from megacode.resilience.preemption import StopSignals, TimeBudget, agree_to_stop, protect_checkpoint_writer
+from megacode.resilience.preemption import (StopSignals, TimeBudget, agree_to_stop, decide_stop,
+                                            protect_checkpoint_writer, stop_flags)
 
 log = logging.getLogger("megacode")
 
@@ -70,9 +71,16 @@ class FaultControl:
         self.tracker.set(name, step)
         inject.on_phase(self.rank, step, name)
 
-    def stop_reason(self, device) -> Optional[str]:
-        """All ranks, at a step boundary: why every rank stops now, or None."""
-        return agree_to_stop(self.signals, self.budget, self.rank, device)
+    def stop_flags(self) -> list[int]:
+        """This rank's stop vote, for the step's statistics all-reduce."""
+        return stop_flags(self.signals, self.budget, self.rank)
+
+    def stop_reason(self, device, summed: Optional[list] = None) -> Optional[str]:
+        """All ranks, at a step boundary: why every rank stops now, or None. `summed`: the votes
+        the step's statistics carried (summed over ranks); without them, an all-reduce of its own."""
+        if summed is None:
+            return agree_to_stop(self.signals, self.budget, self.rank, device)
+        return decide_stop(summed, self.signals, self.budget, self.rank)
 
     def finish(self, code: int, reason: str) -> None:
         """Record how this run ends; rank 0 writes the exit-status file for the launcher."""

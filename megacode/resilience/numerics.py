@@ -6,14 +6,17 @@ writes NaN into every weight. Its DDP `check_for_nan_in_grad` raises instead of 
 the rerun state machine lives in Megatron-LM's loop, not in Core. So the step is split along
 Megatron's own seams, the same calls `ChainedOptimizer.step()` makes:
 
-    prepare_grads()  →  get_grad_norm()  →  [judge: loss, norm; agree across ranks]
+    prepare_grads()  →  Σ‖g‖² (megacode.training.optimizer.grad_norm_squared)
+                     →  [the step's one host read: loss, norm; judge]
                      →  clip_grad_by_total_norm_fp32()  →  step_with_ready_grads()
 
 A bad step stops before the last two: weights, Adam moments and Adam's step counter stay exactly
 as they were, the LR schedule does not advance, and the loop still moves the data position past
 the batch. Hence "skip" means: the run equals an unpoisoned run over the same data stream with
-that global batch removed. The judgement uses the global loss and norm, identical on every rank;
-one all-reduce still makes the decision common, so no rank ever updates while another skips.
+that global batch removed. The judgement uses the global loss and norm, which come out of
+all-reduces bit-identical on every rank, and a guard state every rank updates the same way (and
+loads from the same checkpoint): every rank reaches the same decision without a collective of
+its own, so no rank ever updates while another skips.
 """
 
 from __future__ import annotations
@@ -104,16 +107,6 @@ class NumericsGuard:
             self.drop(int(start), int(end))
 
 
-def _any_rank(flag: bool, device) -> bool:
-    import torch
-    import torch.distributed as dist
-
-    value = torch.tensor([int(flag)], dtype=torch.int64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def _clip(optimizer, grad_norm: float) -> None:
     """Megatron's clipping with the norm already computed (as ChainedOptimizer.step does)."""
     from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
@@ -127,14 +120,11 @@ def _clip(optimizer, grad_norm: float) -> None:
                                          use_decoupled_grad=inner.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
 
 
-def guarded_update(optimizer, guard: NumericsGuard, loss: float, step: int, device) -> UpdateOutcome:
-    """All ranks, after forward/backward: apply the update unless the step is bad."""
-    if optimizer.prepare_grads():  # fp16 loss-scaler overflow: Megatron skips and rescales
-        return UpdateOutcome(False, None)
-    grad_norm = float(optimizer.get_grad_norm())
+def guarded_update(optimizer, guard: NumericsGuard, loss: float, grad_norm: float, step: int) -> UpdateOutcome:
+    """All ranks, after `optimizer.prepare_grads()` and the step's read of the global loss and
+    gradient norm (megacode.training.step_stats): apply the update unless the step is bad."""
     problems = guard.problems(loss, grad_norm)
-    if _any_rank(bool(problems), device):
-        problems = problems or ["another rank judged this step bad"]
+    if problems:
         guard.record(step, loss, grad_norm, bad=True)
         return UpdateOutcome(False, grad_norm, problems)
     _clip(optimizer, grad_norm)

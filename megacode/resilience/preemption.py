@@ -1,11 +1,13 @@
 """Preemption: signals and the time budget become one stop decision that every rank shares.
 
-A signal handler only records the signal; the training loop asks, once per step (and right
-after a save), whether any rank wants to stop. That question is an all-reduce, because SLURM or
-a launcher may signal only some ranks, and a rank that stops alone would leave the others
-blocked in the next collective. On "yes" every rank finishes its step, saves and exits with
-EXIT_REQUEUE. Later signals are acknowledged and ignored, so a second SIGTERM during the save
-does not cut it short (SIGKILL cannot be caught: the tracker protocol covers that case).
+A signal handler only records the signal; every training step carries each rank's vote (signal
+received, time budget spent) in the all-reduce of its statistics (megacode.training.step_stats),
+because SLURM or a launcher may signal only some ranks, and a rank that stops alone would leave
+the others blocked in the next collective. The loop reads the summed votes at the end of the
+step: on "stop" every rank saves and exits with EXIT_REQUEUE. A vote is taken as the step's
+optimizer phase begins, so a signal that lands later in a step is acted on after the next one.
+Later signals are acknowledged and ignored, so a second SIGTERM during the save does not cut it
+short (SIGKILL cannot be caught: the tracker protocol covers that case).
 
 Heavy imports stay inside functions: a spawned helper process imports this module by name.
 """
@@ -84,29 +86,43 @@ class TimeBudget:
         return (time.time() - self.start) / 60.0
 
 
-def agree_to_stop(signals: Optional[StopSignals], budget: TimeBudget, rank: int, device) -> Optional[str]:
-    """All ranks: None to go on, or why every rank stops now (rank 0's text goes to the status file).
-
-    One all-reduce (MAX) of [signalled, rank+1 of a signalled rank, budget exceeded].
-    """
-    import torch
-    import torch.distributed as dist
-
+def stop_flags(signals: Optional[StopSignals], budget: TimeBudget, rank: int) -> list[int]:
+    """This rank's vote: [signalled, rank+1 if signalled else 0, budget exceeded]. Summed over all
+    ranks (in the training step's one statistics all-reduce, megacode.training.step_stats, or in
+    `agree_to_stop`'s own), they are what `decide_stop` reads."""
     signalled = signals is not None and signals.requested
-    flags = torch.tensor([int(signalled), rank + 1 if signalled else 0, int(budget.expired())],
-                         dtype=torch.int64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    any_signal, signal_rank, over_time = (int(v) for v in flags.tolist())
-    if any_signal:
-        first = signals.received[0] if signalled else None
-        what = (f"{first['signal']} reached rank {rank} at step {first['step']} ({first['phase']})" if first
-                else f"a preemption signal reached rank {signal_rank - 1}")
+    return [int(signalled), rank + 1 if signalled else 0, int(budget.expired())]
+
+
+def decide_stop(summed: list[int], signals: Optional[StopSignals], budget: TimeBudget, rank: int) -> Optional[str]:
+    """None to go on, or why every rank stops now (rank 0's text goes to the status file);
+    the same on every rank, since every rank sees the same sums."""
+    count, rank_sum, over_time = summed
+    if count:
+        if signals is not None and signals.requested:
+            first = signals.received[0]
+            what = f"{first['signal']} reached rank {rank} at step {first['step']} ({first['phase']})"
+        elif count == 1:
+            what = f"a preemption signal reached rank {rank_sum - 1}"
+        else:
+            what = f"a preemption signal reached {count} ranks"
         return f"preempted: {what}"
     if over_time:
         return (f"time budget: train.exit_duration_minutes={budget.limit_s / 60:g} reached "
                 f"after {budget.elapsed_minutes():.1f} min")
     return None
+
+
+def agree_to_stop(signals: Optional[StopSignals], budget: TimeBudget, rank: int, device) -> Optional[str]:
+    """All ranks, where no training step carried the vote (a step a rollback dropped): one
+    all-reduce (SUM) of `stop_flags` and a host read of its own."""
+    import torch
+    import torch.distributed as dist
+
+    flags = torch.tensor(stop_flags(signals, budget, rank), dtype=torch.int64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flags)
+    return decide_stop([int(v) for v in flags.tolist()], signals, budget, rank)
 
 
 def _writer_manager_init(signal_numbers: list[int]) -> None:

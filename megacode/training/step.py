@@ -29,17 +29,24 @@ def forward_step(data_iterator, model):
     return output, partial(loss_func, batch["loss_mask"])
 
 
+def loss_totals(losses_reduced: list, device: torch.device) -> torch.Tensor:
+    """`[2]` float64 (loss sum, tokens) of this rank's micro-batches (zeros off the last stage)."""
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    for entry in losses_reduced:
+        totals += entry["lm loss"].to(torch.float64)
+    return totals
+
+
 def reduce_step_loss(losses_reduced: list, device: torch.device) -> tuple[float, int]:
-    """(mean loss over the global batch, tokens) on every rank.
+    """(mean loss over the global batch, tokens) on every rank; evaluation uses it (a training
+    step reads its loss with everything else at once: megacode.training.step_stats).
 
     Only the last pipeline stage holds losses; summing over the PP group and then over the DP
     group gives every rank the global sums, so rank 0 can log and all ranks agree on skips.
     """
     from megatron.core import parallel_state
 
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    for entry in losses_reduced:
-        totals += entry["lm loss"].to(torch.float64)
+    totals = loss_totals(losses_reduced, device)
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
         torch.distributed.all_reduce(totals, group=parallel_state.get_pipeline_model_parallel_group())
     torch.distributed.all_reduce(totals, group=parallel_state.get_data_parallel_group())

@@ -4,8 +4,9 @@ One optimizer step: every rank takes its micro-batches by global sample index, M
 `get_forward_backward_func` runs 1F1B (or interleaved 1F1B with virtual stages, or no
 pipelining) with DDP gradient reduction, the (distributed) optimizer clips and steps unless the
 step's loss or gradient norm is bad (megacode.resilience.numerics), the scheduler advances.
-Losses are reduced so that every rank sees the global-batch mean. Between steps all ranks agree
-whether to stop for a preemption signal or the time budget (megacode.resilience).
+The host waits for the device once per step: the global-batch loss, the gradient norm and every
+rank's stop vote (preemption signal, time budget) arrive in one read
+(megacode.training.step_stats); between steps all ranks act on the same votes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from megacode.checkpoint.async_save import BackgroundSave
 from megacode.checkpoint.dist_ckpt import TrainState, load_checkpoint, resolve_load_dir, save_checkpoint
 from megacode.checkpoint.retention import prune
 from megacode.config import Layout, RunConfig, model_shape
@@ -29,12 +31,15 @@ from megacode.resilience import inject
 from megacode.resilience import phase as phases
 from megacode.resilience.control import FaultControl
 from megacode.resilience.exit_codes import EXIT_OK, EXIT_REQUEUE
-from megacode.resilience.numerics import NumericsGuard, guarded_update
+from megacode.resilience.numerics import NumericsGuard, UpdateOutcome, guarded_update
 from megacode.training.batches import chunk_iterators, step_microbatches
 from megacode.training.logger import MetricsLogger
 from megacode.training.metrics import flops_per_token, memory_gib, pipeline_bubble, throughput
-from megacode.training.optimizer import attach_schedule_hooks, build_optimizer, build_scheduler, wrap_ddp
+from megacode.training.optimizer import (attach_schedule_hooks, build_optimizer, build_scheduler, grad_norm_squared,
+                                         wrap_ddp)
+from megacode.training.profiling import StepProfiler, step_context
 from megacode.training.step import forward_step, reduce_step_loss
+from megacode.training.step_stats import read_step_stats
 
 log = logging.getLogger("megacode")
 
@@ -50,6 +55,12 @@ class StepResult:
     skipped: bool = False
     problems: list = field(default_factory=list)
     """Why the update was withheld (NaN/Inf/spike); empty for a good step."""
+    finished_at: float = 0.0
+    """`time.time()` when the step ended: differences between steps are the loop's whole
+    iteration time, logging and the stop check included (tools/bench_train.py)."""
+    stop_votes: Optional[list] = None
+    """Every rank's stop vote summed, read with the step's statistics; None for a step a rollback
+    dropped (the loop then asks on its own)."""
 
 
 @dataclass
@@ -69,6 +80,8 @@ class Run:
     faults: Optional[FaultControl] = None
     step_losses: list = field(default_factory=list)
     """The last step's per-micro-batch losses (what a bad-step record is made from)."""
+    saves: BackgroundSave = field(default_factory=BackgroundSave)
+    """The checkpoint being written in the background (checkpoint.async_save), if any."""
 
 
 def build_datasets(cfg: RunConfig, layout: Layout):
@@ -150,21 +163,28 @@ def train_step(run: Run) -> StepResult:
     poison = inject.poison_for(step)
     step_func = inject.poisoned(forward_step, poison) if poison else forward_step
     run.step_losses = _forward_backward(run, run.train_data, consumed, forward_only=False, step_func=step_func)
-    loss, _tokens = reduce_step_loss(run.step_losses, run.device)
     if run.faults is not None:
         run.faults.phase(phases.OPTIMIZER, step)
-    outcome = guarded_update(run.optimizer, run.guard, loss, step, run.device)
+    overflow = run.optimizer.prepare_grads()  # fp16 loss-scaler overflow: Megatron skips and rescales
+    norm_squared = None if overflow else grad_norm_squared(run.optimizer)
+    stats = read_step_stats(run.step_losses, norm_squared, run.faults.stop_flags() if run.faults else None,
+                            run.device)  # the step's one host synchronization
+    if overflow:
+        outcome = UpdateOutcome(False, None)
+    else:
+        grad_norm = stats.grad_norm if norm_squared is not None else float(run.optimizer.get_grad_norm())
+        outcome = guarded_update(run.optimizer, run.guard, stats.loss, grad_norm, step)
     if outcome.applied:
         run.scheduler.step(increment=1)
-    return _advance(run, start, loss, outcome.grad_norm, outcome.applied, outcome.problems)
+    return _advance(run, start, stats.loss, outcome.grad_norm, outcome.applied, outcome.problems, stats.stop)
 
 
-def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=()) -> StepResult:
+def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=(), stop_votes=None) -> StepResult:
     run.state.step += 1
     run.state.consumed_train_samples += run.layout.global_batch_size
     lr = run.optimizer.param_groups[0]["lr"]
     return StepResult(run.state.step, loss, grad_norm, lr, time.perf_counter() - start, skipped=not applied,
-                      problems=list(problems))
+                      problems=list(problems), finished_at=time.time(), stop_votes=stop_votes)
 
 
 @torch.no_grad()
@@ -200,15 +220,31 @@ def _log_step(run: Run, result: StepResult, flops_token: float) -> None:
 
 
 def save(run: Run) -> None:
+    """Save this step. With `checkpoint.async_save` the shards are written in the background and
+    the save completes (tracker, retention) at a later `run.saves.poll()` or `wait()`; a save
+    still in flight is waited for first."""
     ckpt = run.cfg.checkpoint
     step, rank = run.state.step, torch.distributed.get_rank()
     if run.faults is not None:
         run.faults.phase(phases.SAVE, step)
+    run.saves.wait()
     run.state.extra["numerics"] = run.guard.state_dict()
+    start = time.perf_counter()
     path = save_checkpoint(ckpt.dir, run.model, run.optimizer, run.scheduler, run.state, run.layout,
-                           run.cfg.to_dict(), on_point=lambda point: inject.save_point(rank, step, point))
-    log.info("saved checkpoint %s", path)
-    if rank == 0 and ckpt.keep_last:
+                           run.cfg.to_dict(), on_point=lambda point: inject.save_point(rank, step, point),
+                           background=run.saves if ckpt.async_save else None,
+                           on_complete=lambda path: _saved(run, path, start))
+    if ckpt.async_save:
+        log.info("checkpoint %s: training resumes after %.3f s, the shards are written in the background",
+                 path.name, time.perf_counter() - start)
+
+
+def _saved(run: Run, path: Path, start: float) -> None:
+    """Every rank, once `path` is complete and the latest: retention may now delete older ones."""
+    ckpt = run.cfg.checkpoint
+    log.info("saved checkpoint %s %s %.3f s", path, "completed in the background after" if ckpt.async_save else "in",
+             time.perf_counter() - start)
+    if torch.distributed.get_rank() == 0 and ckpt.keep_last:
         prune(ckpt.dir, ckpt.keep_last, ckpt.keep_every)
 
 
@@ -226,13 +262,16 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
              100 * pipeline_bubble(run.layout.pp, run.layout.num_microbatches, run.layout.vp))
     ran = 0
     saved_at = run.state.step
+    profiler = StepProfiler.from_config(cfg.logging, torch.distributed.get_rank(), run.device)
     while run.state.step < cfg.train.iters:
-        result = train_step(run)
+        with step_context(profiler, run.state.step + 1):  # logging.profile; nothing when off
+            result = train_step(run)
         run.history.append(result)
         ran += 1
         if result.step % cfg.logging.interval == 0 or result.problems:
             _log_step(run, result, flops_token)
         if result.problems:
+            run.saves.wait()  # a rollback resumes from the latest checkpoint: finish the one in flight
             action = faults.bad_step(run, result, run.step_losses)
             if action == "stop":
                 return run.history
@@ -248,14 +287,17 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
         if cfg.train.exit_interval and ran >= cfg.train.exit_interval:
             break
         faults.phase(phases.IDLE, result.step)
-        stop = faults.stop_reason(run.device)  # every step: a signal may have reached only some ranks
+        stop = faults.stop_reason(run.device, result.stop_votes)  # a signal may have reached only some ranks
+        run.saves.poll()  # completes a background save whose write finished; no collective when none
         if stop is not None:
             if cfg.checkpoint.dir and saved_at != run.state.step:
                 save(run)
+            run.saves.wait()
             where = f"saved iter_{run.state.step:07d}" if cfg.checkpoint.dir else "no checkpoint.dir: nothing saved"
             faults.finish(EXIT_REQUEUE, f"{stop}; {where}")
             return run.history
     if cfg.checkpoint.dir and cfg.checkpoint.save_at_end and saved_at != run.state.step:
         save(run)
+    run.saves.wait()
     faults.finish(EXIT_OK, f"finished at step {run.state.step}")
     return run.history

@@ -3,7 +3,9 @@
 Runs on a real (tiny) indexed corpus, so bad-step records name documents, at DP2 with the
 distributed optimizer: the NaN is planted on DP rank 0 only and reaches the other rank through
 the gradient reduce-scatter. What "skip" must equal is defined without the skip machinery: an
-unpoisoned run on the same data stream with the poisoned global batches cut out.
+unpoisoned run on the same data stream with the poisoned global batches cut out. The rollback
+run saves asynchronously (a bad step first completes a save still being written, then rolls
+back to the latest).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def run(launcher, refs, workdir: Path, rng: random.Random, repeat: int) -> dict:
                           *SPIKE, env=poison, target=watch_step(NAN_STEP, watch_dir))
     out["skip"]["watch"] = [json.loads(p.read_text()) for p in sorted(watch_dir.glob("watch_rank*.json"))]
     out["rollback"] = attempt("rollback", f"train.iters={STEPS}", "checkpoint.interval=4",
-                              "fault.on_bad_step=rollback", *SPIKE, env=poison)
+                              "fault.on_bad_step=rollback", "checkpoint.async_save=true", *SPIKE, env=poison)
     out["stop"] = attempt("stop", "train.iters=1000", "checkpoint.interval=4", "fault.on_bad_step=skip",
                           "fault.max_bad_in_row=3",
                           env={"MEGACODE_TEST_POISON": f"nan:{NAN_STEP},{NAN_STEP + 2};inf:{NAN_STEP + 1}"})

@@ -5,7 +5,8 @@ Each attempt is a fresh set of rank processes (forked). The driver waits until t
 way, picks where to strike — inside a step, inside a save, at the end of a step, or after a random
 delay — signals one rank or all of them (sometimes their whole process group, as launchers do,
 sometimes twice), and waits for every rank to exit. What the ranks printed on receipt says
-where each signal really landed.
+where each signal really landed. Every other run saves asynchronously (checkpoint.async_save):
+its save-and-exit first waits for the save still being written, then saves, then waits again.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def chain(launcher, workdir: Path, rng: random.Random, layout: str, signals: int
     for i in range(signals):
         history = workdir / f"preempt_{layout}_{i}.json"
         before = tracker_step(ckpt) or 0
+        async_save = i % 2 == 1
         attempt = launcher.start(argv(layout, history, f"checkpoint.dir={ckpt}",
-                                      f"checkpoint.interval={SAVE_INTERVAL}", "train.iters=1000"),
+                                      f"checkpoint.interval={SAVE_INTERVAL}", "train.iters=1000",
+                                      f"checkpoint.async_save={str(async_save).lower()}"),
                                  nproc=nproc, name=f"_preempt_{layout}")
         _, started = attempt.wait_log(0, STEP_LINE)  # training is under way
         plan = _strike(attempt, rng, nproc, WHERE[i % len(WHERE)] if i < len(WHERE) else rng.choice(WHERE),
@@ -75,7 +78,7 @@ def chain(launcher, workdir: Path, rng: random.Random, layout: str, signals: int
         after = tracker_step(ckpt)
         logs = "".join(attempt.log(r) for r in range(nproc))
         segments.append({
-            "plan": plan, "codes": codes, "status": read_status(ckpt / "exit_status.txt"),
+            "plan": plan, "async": async_save, "codes": codes, "status": read_status(ckpt / "exit_status.txt"),
             "tracker_before": before, "tracker_after": after,
             "incomplete": incomplete_reason(step_dir(ckpt, after)) if after is not None else "no tracker",
             "steps": [(s["step"], s["loss"], s["grad_norm"]) for s in read_history(history)],

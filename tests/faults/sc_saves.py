@@ -3,10 +3,13 @@
 Each attempt resumes from the shared directory, saves after every step (keeping the last two),
 and loses a rank to SIGKILL inside a save: at one of the save's named points (the rank kills
 itself there: dist_ckpt.SAVE_POINTS), or from outside while shard files are being written. The
-launcher then tears the attempt down, as a job scheduler would. A watcher thread reads the
+launcher then tears the attempt down, as a job scheduler would. Blocking and asynchronous saves
+(checkpoint.async_save) take turns on the same directory: an asynchronous save is also killed
+right after its writer started ("scheduled") and, from outside, while its writer is in flight;
+its later points run at its finalization, a step or more later. A watcher process reads the
 tracker every few milliseconds through every attempt: whenever it names a step, that step's
-directory must be a complete checkpoint. A last attempt runs to the end; its losses must equal
-an uninterrupted run's.
+directory must be a complete checkpoint. A last attempt (asynchronous) runs to the end; its
+losses must equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from tests.faults.common import argv, read_history, tracker_step
 
 LAYOUT = "tp2"
 POINTS = SAVE_POINTS + ("writing",)  # "writing": SIGKILL from outside while shards appear
+# (async_save, point): every point of a blocking save, then every point of an asynchronous one
+# whose code differs from the blocking save's ("begin" is the same code in both).
+PLAN = ([(False, p) for p in POINTS if p != "scheduled"] + [(True, p) for p in POINTS if p != "begin"])
 
 
 class TrackerWatch:
@@ -78,17 +84,21 @@ def run(launcher, refs, workdir: Path, rng: random.Random, repeat: int) -> dict:
     watch = TrackerWatch(ckpt, workdir / "saves_watch.json")
     kills = []
     common = (f"checkpoint.dir={ckpt}", "checkpoint.interval=1", "checkpoint.keep_last=2", "train.iters=1000")
-    for k in range(10 * repeat):
+    for k in range(len(PLAN) * repeat):
         resume = resolve_load_dir(ckpt, None)  # where the attempt will start: not always the tracker's
         before = int(resume.name[5:]) if resume is not None else 0
-        point = POINTS[k % len(POINTS)] if k < len(POINTS) else rng.choice(POINTS)
+        async_save, point = PLAN[k] if k < len(PLAN) else rng.choice(PLAN)
         ranks = rng.choice(["0", "1", "all"])
         step = before + 1 + rng.randint(0, 1)
         env = {} if point == "writing" else {"MEGACODE_TEST_KILL_IN_SAVE": f"{ranks}:{step}:{point}"}
-        attempt = launcher.start(argv(LAYOUT, None, *common), env=env, name="_saves")
+        attempt = launcher.start(argv(LAYOUT, None, *common, f"checkpoint.async_save={str(async_save).lower()}"),
+                                 env=env, name="_saves_async" if async_save else "_saves")
         seen = None
         if point == "writing":
             seen = _kill_while_writing(attempt, ckpt, rng.randint(0, 1), before)
+            deadline = time.monotonic() + 30
+            while not attempt.poll() and time.monotonic() < deadline:  # a rank inside fsync dies on return
+                time.sleep(0.005)
         else:
             deadline = time.monotonic() + 120
             while not attempt.poll() and time.monotonic() < deadline:  # until the first rank dies
@@ -100,17 +110,19 @@ def run(launcher, refs, workdir: Path, rng: random.Random, repeat: int) -> dict:
         time.sleep(0.5)  # the job scheduler notices, then tears the rest down
         codes = attempt.wait(0)
         after = tracker_step(ckpt)
-        kills.append({"point": point, "ranks": ranks, "step": step, "codes": codes, "seen": seen,
+        kills.append({"async": async_save, "point": point, "ranks": ranks, "step": step, "codes": codes, "seen": seen,
                       "tracker_before": before, "tracker_after": after,
                       "dirs": sorted(p.name for p in ckpt.glob("iter_*")),
                       "incomplete": incomplete_reason(step_dir(ckpt, after)) if after is not None else "no tracker"})
     final_iters = (tracker_step(ckpt) or 0) + 3
     history = workdir / "saves_final.json"
     attempt = launcher.start(argv(LAYOUT, history, f"checkpoint.dir={ckpt}", "checkpoint.interval=1",
-                                  "checkpoint.keep_last=2", f"train.iters={final_iters}"), name="_saves_final")
+                                  "checkpoint.keep_last=2", f"train.iters={final_iters}", "checkpoint.async_save=true"),
+                             name="_saves_final")
     final_codes = attempt.wait(180)
     watched = watch.stop()
     return {"kills": kills, "final_codes": final_codes, "final_log": attempt.log(0)[-3000:],
+            "final_tracker": tracker_step(ckpt),
             "final": [(s["step"], s["loss"], s["grad_norm"]) for s in read_history(history)],
             "reference": [(s["step"], s["loss"], s["grad_norm"]) for s in refs.get(LAYOUT, final_iters)],
             "dirs": sorted(p.name for p in ckpt.glob("iter_*")), "tracker_reads": watched["reads"],

@@ -82,3 +82,21 @@ def test_verdicts_name_rank_step_phase_and_place():
     assert hung == "rank 1 is hung at step 7 in optimizer (1 s), at y.py:2 g, while rank(s) 0 wait for it in a collective"
     assert is_communication_error(RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:1234"))
     assert not is_communication_error(ValueError("shapes do not match"))
+
+
+def test_stop_votes_summed_over_ranks_name_who_was_signalled():
+    from megacode.resilience.phase import PhaseTracker
+    from megacode.resilience.preemption import StopSignals, TimeBudget, decide_stop, stop_flags
+
+    budget = TimeBudget(0.0)
+    assert stop_flags(None, budget, 3) == [0, 0, 0] and decide_stop([0, 0, 0], None, budget, 0) is None
+    signals = StopSignals([], PhaseTracker(), rank=2)  # no handlers installed: record a receipt by hand
+    signals.received.append({"signal": "SIGTERM", "step": 7, "phase": "optimizer", "time": 0.0})
+    mine = stop_flags(signals, budget, 2)
+    assert mine == [1, 3, 0]
+    assert decide_stop(mine, signals, budget, 2) == "preempted: SIGTERM reached rank 2 at step 7 (optimizer)"
+    # Rank 0 was not signalled: one signalled rank is named from the sum of (rank + 1) ...
+    assert decide_stop([1, 3, 0], None, budget, 0) == "preempted: a preemption signal reached rank 2"
+    # ... several are counted.
+    assert decide_stop([2, 5, 0], None, budget, 0) == "preempted: a preemption signal reached 2 ranks"
+    assert decide_stop([0, 0, 1], None, TimeBudget(0.5), 0).startswith("time budget: train.exit_duration_minutes=0.5")

@@ -68,6 +68,7 @@ def test_rollback_reloads_the_checkpoint_and_drops_the_batch(scenario):
     assert set(rollback["codes"].values()) == {0}, rollback["log"]
     order = [s[0] for s in rollback["steps"]]
     # checkpoints at 4 and 8: bad 6 -> back to 4, replay 5, drop 6; bad 11 -> back to 8, replay 9, 10, drop 11
+    # (asynchronous saves: each rollback first completed the save still being written)
     assert order == [1, 2, 3, 4, 5, 6, 5, 6, 7, 8, 9, 10, 11, 9, 10, 11, 12, 13, 14]
     first, replay = {}, {}
     for step, loss, grad_norm, skipped, problems in rollback["steps"]:

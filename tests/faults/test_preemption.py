@@ -1,6 +1,7 @@
-"""SIGTERM at seeded random points of consecutive runs (20 at 2 ranks, 2 at 4 ranks per repeat):
-every run saves a complete latest checkpoint and exits with the requeue code, and the runs
-resumed one after another give exactly the losses of one uninterrupted run."""
+"""SIGTERM at seeded random points of consecutive runs (20 at 2 ranks, 2 at 4 ranks per repeat; every
+other run with asynchronous saves): every run saves a complete latest checkpoint and exits with
+the requeue code, and the runs resumed one after another give exactly the losses of one
+uninterrupted run."""
 
 from megacode.resilience.exit_codes import EXIT_REQUEUE
 
@@ -27,6 +28,7 @@ def test_every_signalled_run_saves_and_exits_with_the_requeue_code(scenario):
         assert seg["tracker_after"] == last and f"saved iter_{last:07d}" in reason, where
         count += 1
     assert count == sum(len(c["segments"]) for c in scenario["chains"]) >= 22
+    assert {seg["async"] for _, _, seg in _segments(scenario)} == {False, True}
 
 
 def test_a_signal_to_one_rank_stops_every_rank(scenario):

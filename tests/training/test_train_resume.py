@@ -68,3 +68,42 @@ def test_tensorboard_has_training_metrics(runs):
         assert f"train/{tag}" in tags, tags
     losses = [e.value for e in events.Scalars("train/loss")]
     assert len(losses) == 20 and losses[-1] < losses[0]
+
+
+@pytest.fixture(scope="module")
+def async_runs(runs):
+    """The same 20 steps with asynchronous saves every 5 steps: a run that stops after step 13
+    (it saves there on its way out), then its resumption to step 20 keeping the last two."""
+    from megacode.checkpoint.tracker import incomplete_reason, list_steps, read_tracker, step_dir
+
+    tmp = runs[0]
+    ckpt = tmp / "async"
+    common = SHAPE + ["train.iters=20", "checkpoint.interval=5", "checkpoint.async_save=true",
+                      f"checkpoint.dir={ckpt}", "logging.dir=null"]
+    first, first_proc = train(4, common + ["train.exit_interval=13"], tmp, "async_first")
+
+    def state():
+        return {"tracker": read_tracker(ckpt), "steps": list_steps(ckpt),
+                "incomplete": {s: incomplete_reason(step_dir(ckpt, s)) for s in list_steps(ckpt)}}
+
+    after_first = state()
+    second, _ = train(4, common + ["checkpoint.keep_last=2"], tmp, "async_second")
+    return first, first_proc, after_first, second, state()
+
+
+def test_async_saves_resume_bit_for_bit_like_blocking_ones(runs, async_runs):
+    full = {s["step"]: s for s in runs[1]}
+    first, first_proc, _, second, _ = async_runs
+    assert [s["step"] for s in first] == list(range(1, 14))
+    assert [s["step"] for s in second] == list(range(14, 21))
+    for step in first + second:  # exact: saving in the background changes nothing the run computes
+        assert (step["loss"], step["grad_norm"]) == (full[step["step"]]["loss"], full[step["step"]]["grad_norm"]), step
+    assert "the shards are written in the background" in first_proc.stdout + first_proc.stderr
+
+
+def test_async_save_on_the_way_out_is_complete_and_tracked_before_exit(async_runs):
+    _, _, after_first, _, after_second = async_runs
+    # the run stopped after step 13: the saves at 5 and 10, and the one it began at 13, all finished
+    assert after_first == {"tracker": 13, "steps": [5, 10, 13], "incomplete": {5: None, 10: None, 13: None}}
+    # retention ran only after each save completed: the last two complete ones are left
+    assert after_second == {"tracker": 20, "steps": [15, 20], "incomplete": {15: None, 20: None}}
