@@ -106,6 +106,7 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
     plan = {"fim": {"loss": ("psm", "spm", "l2r"), "match": ("psm", "spm")},
             "no_fim": {"loss": ("l2r",), "match": ("l2r",)}}
     l2r_loss, infill_loss, matches, samples, probe, suffix_use = {}, {}, {}, {}, {}, {}
+    at_line_count = {}  # PSM / SPM outputs cut at the true middle's line count, as l2r's are
     probe_seqs = repeated_sequences(tok, PROBE_COUNT, PROBE_LENGTH, cfg.seed)
     for name in MODELS:
         gen = load_model(models[name].hf_dir, cfg.eval_threads)
@@ -127,6 +128,9 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
                 outputs = hi.generate_middles(gen, tok, cases, layout, cap=e.max_new_tokens,
                                               progress=_progress(log, f"{name} {kind} {layout}"))
                 matches.setdefault(kind, {})[layout] = hi.match_rate(outputs, cases)
+                if layout != "l2r":
+                    at_line_count.setdefault(kind, {})[layout] = hi.match_rate(
+                        [hi.first_lines(o, c.lines) for o, c in zip(outputs, cases)], cases)
                 samples[f"{kind}/{layout}"] = [{"prefix_tail": c.prefix[-200:], "middle": c.middle, "output": o}
                                                for c, o in list(zip(cases, outputs))[:5]]
         log(f"{name}: exact match " + "; ".join(f"{kind} " + ", ".join(f"{k} {v:.3f}" for k, v in m.items())
@@ -144,6 +148,7 @@ def evaluate(cfg: ExperimentConfig, assets: Assets, models: Dict[str, TrainedMod
             "match_cases": {k: hi.describe(v) for k, v in match_cases.items()},
             "training_layout_mismatches": mismatches,
             "suffix_use": suffix_use,
+            "exact_match_at_line_count": at_line_count,
             "copy_probe": probe,
             "samples": samples,
         },

@@ -94,6 +94,11 @@ def fim_markdown(r: dict) -> str:
                   "<EOT> right after the true middle): " + "; ".join(
                       f"{k.upper()} {v['true_suffix']:.3f} / {v['other_suffix']:.3f}, <EOT> {v['eot_after_middle']:.2f}"
                       for k, v in use.items()) + ".")
+    cut = d.get("exact_match_at_line_count", {})
+    if cut:
+        notes += ("\n\nExact match of the FIM model's PSM / SPM outputs cut at the true middle's line count (as "
+                  "the left-to-right model's are, instead of at <EOT>): " + "; ".join(
+                      f"{kind.replace('_', '-')} {pct(v['psm'])} / {pct(v['spm'])} %" for kind, v in cut.items()) + ".")
     notes += _probe_note(d)
     return _table(rows) + "\n\n" + notes
 

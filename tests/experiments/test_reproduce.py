@@ -49,6 +49,8 @@ def test_fim_micro(micro_runs):
     for kind in ("single_line", "multi_line"):
         assert set(r["infill_exact_match"][kind]) == {"psm", "spm", "l2r"}
         assert all(0 <= v <= 1 for v in r["infill_exact_match"][kind].values())
+        cut = r["details"]["exact_match_at_line_count"][kind]
+        assert set(cut) == {"psm", "spm"} and all(0 <= v <= 1 for v in cut.values())
     losses = list(_numbers(r["l2r_loss"])) + list(_numbers(r["infill_loss"]))
     assert all(math.isfinite(v) and 0 < v < 20 for v in losses)
     assert isinstance(r["tokens"], int) and r["tokens"] > 0
