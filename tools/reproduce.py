@@ -14,6 +14,7 @@ megacode/experiments/.
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -53,6 +54,10 @@ def main(argv=None) -> int:
         cfg = load_experiment(path, args.overrides, experiment=args.experiment)
     except ConfigError as err:
         print(f"reproduce: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if importlib.util.find_spec("matplotlib") is None:  # checked before hours of training, not after
+        print("reproduce: the plots need matplotlib: pip install matplotlib==3.10.8 (or megacode's [test] extra)",
+              file=sys.stderr)
         return EXIT_CONFIG_ERROR
     reproduce(cfg, args.out, args.scale if args.config is None else f"{args.scale} ({path})",
               args.cache_dir, args.reuse)
