@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,7 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from megacode.distributed.local_launch import free_port, killed_after  # noqa: E402
 
 TINY_CONFIG = REPO / "configs" / "tiny" / "pretrain.yaml"
 LAYOUTS = {"1rank": (1, ["parallel.tp=1", "parallel.pp=1"]),
@@ -96,29 +95,16 @@ def data_overrides(data: dict) -> list[str]:
 
 # ---- one run: a torchrun of megacode.train or of the bare loop ---------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def torchrun(nproc: int, args: list[str], log: Path, timeout: float = 1800) -> None:
     """torchrun in its own session, killed whole afterwards (a checkpoint writer's manager
     process must not outlive it); output to `log`."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port())] + args
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port())] + args
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
+        with killed_after(subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True)) as proc:
             code = proc.wait(timeout=timeout)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
     if code != 0:
         raise SystemExit(f"bench_train: {' '.join(args[:2])} failed ({code}); its output, {log}:\n"
                          f"{log.read_text()[-4000:]}")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ import yaml
 
 from megacode.config import RunConfig
 from megacode.config.loader import build_dataclass
+from megacode.distributed.local_launch import free_port, killed_after
 
 STEP_LINE = re.compile(r"train step (\d+) \| loss ([0-9.eE+-]+|nan|inf)")
 REPORT_EVERY_S = 20.0
@@ -47,12 +46,6 @@ class TrainedModel:
     """The shell command that trained it."""
     reused: bool = False
     """Taken from an earlier run (--reuse); `seconds` is that run's."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def format_duration(seconds: float) -> str:
@@ -100,19 +93,12 @@ def run_torchrun(command: List[str], env: dict, log_path: Path, progress: StepPr
     """Run `command` in its own process group, its output to `log_path` and `progress`; afterwards
     the group is killed whole (a writer process of dist_checkpointing can outlive the ranks)."""
     with open(log_path, "w", buffering=1) as log_file:  # line-buffered: `tail -f` works
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, bufsize=1)
-        try:
+        with killed_after(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True, start_new_session=True, bufsize=1)) as proc:
             for line in proc.stdout:
                 log_file.write(line)
                 progress.line(line)
             return proc.wait()
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
 
 
 def train_and_export(name: str, tree: dict, out_dir: Path, nproc: int, threads: int, tokenizer_model: str,
@@ -136,7 +122,7 @@ def train_and_export(name: str, tree: dict, out_dir: Path, nproc: int, threads: 
         shutil.rmtree(run_dir)
     cfg = write_run_config(tree, config_path)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
                "-m", "megacode.train", "--config", str(config_path), "--history-json", str(run_dir / "history.json")]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     shown = f"OMP_NUM_THREADS={threads} torchrun --nproc-per-node {nproc} -m megacode.train --config {config_path}"

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from megacode.distributed.local_launch import free_port, killed_after  # noqa: F401 (free_port: tests use it)
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "tiny" / "pretrain.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun(nproc: int, args: list[str], timeout: int = 300, env: dict | None = None,
@@ -32,16 +26,9 @@ def torchrun(nproc: int, args: list[str], timeout: int = 300, env: dict | None =
                "--master-addr", "127.0.0.1", "--master-port", str(free_port())] + args
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=out, stderr=err, text=True,
-                                start_new_session=True)
-        try:
+        with killed_after(subprocess.Popen(command, cwd=REPO, env=full_env, stdout=out, stderr=err, text=True,
+                                           start_new_session=True)) as proc:
             returncode = proc.wait(timeout=timeout)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(command, returncode, out.read(), err.read())
