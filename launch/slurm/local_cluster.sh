@@ -98,7 +98,10 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge/munge.socket
+# cred_expire: how long a job credential lives, and so how long SLURM holds a requeued job
+# (BeginTime) before it may start again: until then the nodes refuse the job id they revoked at
+# the requeue ("Job credential revoked"). 120 s by default; 20 s keeps the tests' requeue short.
+AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=20
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/pids/slurmctld.pid
@@ -113,6 +116,8 @@ JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
+# Pending jobs are looked at every 5 s (60 by default): a requeued job starts soon after its hold.
+SchedulerParameters=sched_interval=5
 SlurmdParameters=config_overrides
 ReturnToService=2
 SlurmdTimeout=30

@@ -47,6 +47,16 @@ class Cluster:
         text = self.run("scontrol", "show", "job", "-o", job_id).stdout
         return dict(re.findall(r"(\w+)=(\S*)", text))
 
+    def diagnose(self, job_id: str, lines: int = 15) -> str:
+        """What SLURM says about a job, for an assertion message: its record and the daemons' log
+        lines that name it (a job that fails before its script prints anything leaves only these)."""
+        record = self.run("scontrol", "show", "job", job_id, check=False).stdout
+        logs = []
+        for log in sorted((self.root / "log").glob("slurm*.log")):
+            hits = [line for line in log.read_text(errors="replace").splitlines() if re.search(rf"\b{job_id}\b", line)]
+            logs.append(f"--- {log.name} (lines naming job {job_id}) ---\n" + "\n".join(hits[-lines:]))
+        return record + "\n".join(logs)
+
     def wait(self, job_id: str, states=ENDED, timeout: float = 600) -> dict:
         deadline = time.monotonic() + timeout
         while True:
