@@ -14,6 +14,9 @@ else; unset (always, outside tests) every hook is a no-op.
     MEGACODE_TEST_KILL_IN_SAVE="0:4:written" SIGKILL rank 0 at save point `written` of step 4
                                             (ranks `all` or `0,1`; step `any`; points in
                                             megacode.checkpoint.dist_ckpt.SAVE_POINTS)
+    MEGACODE_TEST_SLOW_WRITE=1.5            every background checkpoint writer (checkpoint.async_save)
+                                            sleeps 1.5 s before writing: the save stays in flight
+                                            for a known number of steps
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ POISON_ENV = "MEGACODE_TEST_POISON"
 HANG_ENV = "MEGACODE_TEST_HANG"
 KILL_AT_ENV = "MEGACODE_TEST_KILL_AT"
 KILL_IN_SAVE_ENV = "MEGACODE_TEST_KILL_IN_SAVE"
+SLOW_WRITE_ENV = "MEGACODE_TEST_SLOW_WRITE"
 SPIKE_SCALE = 100.0
 
 
@@ -107,3 +111,10 @@ def save_point(rank: int, step: int, point: str) -> None:
     spec = os.environ.get(KILL_IN_SAVE_ENV, "")
     if spec and _matches(spec, rank, step) and spec.split(":")[2] == point:
         _kill_self(f"rank {rank} at save point {point!r} of step {step}")
+
+
+def before_background_write() -> None:
+    """Runs first in each forked checkpoint writer (megacode.checkpoint.async_save)."""
+    delay = float(os.environ.get(SLOW_WRITE_ENV, "0"))
+    if delay > 0:
+        time.sleep(delay)

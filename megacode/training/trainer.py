@@ -61,6 +61,9 @@ class StepResult:
     stop_votes: Optional[list] = None
     """Every rank's stop vote summed, read with the step's statistics; None for a step a rollback
     dropped (the loop then asks on its own)."""
+    writers_running: Optional[int] = None
+    """Ranks whose background checkpoint writer still ran, read with the step's statistics; None
+    for a step a rollback dropped (BackgroundSave.poll then asks on its own)."""
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Run:
     faults: Optional[FaultControl] = None
     step_losses: list = field(default_factory=list)
     """The last step's per-micro-batch losses (what a bad-step record is made from)."""
-    saves: BackgroundSave = field(default_factory=BackgroundSave)
+    saves: BackgroundSave = field(default_factory=lambda: BackgroundSave(before_write=inject.before_background_write))
     """The checkpoint being written in the background (checkpoint.async_save), if any."""
 
 
@@ -168,7 +171,7 @@ def train_step(run: Run) -> StepResult:
     overflow = run.optimizer.prepare_grads()  # fp16 loss-scaler overflow: Megatron skips and rescales
     norm_squared = None if overflow else grad_norm_squared(run.optimizer)
     stats = read_step_stats(run.step_losses, norm_squared, run.faults.stop_flags() if run.faults else None,
-                            run.device)  # the step's one host synchronization
+                            run.device, writing=run.saves.writing_here())  # the step's one host synchronization
     if overflow:
         outcome = UpdateOutcome(False, None)
     else:
@@ -176,15 +179,18 @@ def train_step(run: Run) -> StepResult:
         outcome = guarded_update(run.optimizer, run.guard, stats.loss, grad_norm, step)
     if outcome.applied:
         run.scheduler.step(increment=1)
-    return _advance(run, start, stats.loss, outcome.grad_norm, outcome.applied, outcome.problems, stats.stop)
+    return _advance(run, start, stats.loss, outcome.grad_norm, outcome.applied, outcome.problems, stats.stop,
+                    stats.writers_running)
 
 
-def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=(), stop_votes=None) -> StepResult:
+def _advance(run: Run, start: float, loss, grad_norm, applied: bool, problems=(), stop_votes=None,
+             writers_running=None) -> StepResult:
     run.state.step += 1
     run.state.consumed_train_samples += run.layout.global_batch_size
     lr = run.optimizer.param_groups[0]["lr"]
     return StepResult(run.state.step, loss, grad_norm, lr, time.perf_counter() - start, skipped=not applied,
-                      problems=list(problems), finished_at=time.time(), stop_votes=stop_votes)
+                      problems=list(problems), finished_at=time.time(), stop_votes=stop_votes,
+                      writers_running=writers_running)
 
 
 @torch.no_grad()
@@ -288,7 +294,7 @@ def train(run: Run, faults: Optional[FaultControl] = None) -> list[StepResult]:
             break
         faults.phase(phases.IDLE, result.step)
         stop = faults.stop_reason(run.device, result.stop_votes)  # a signal may have reached only some ranks
-        run.saves.poll()  # completes a background save whose write finished; no collective when none
+        run.saves.poll(result.writers_running)  # completes a background save every rank has written
         if stop is not None:
             if cfg.checkpoint.dir and saved_at != run.state.step:
                 save(run)

@@ -1,4 +1,5 @@
-"""BackgroundSave without a running save (no processes): no collective unless a save is in flight,
+"""BackgroundSave without a running save (no processes): no collective unless a save is in flight
+(and none while the step statistics say a writer still runs),
 at most one in flight."""
 
 import pytest
@@ -39,3 +40,13 @@ def test_async_save_is_a_boolean_key():
     assert load_config(TINY_CONFIG, []).checkpoint.async_save is False
     with pytest.raises(ConfigError, match="checkpoint.async_save must be bool, got 'sometimes'"):
         load_config(TINY_CONFIG, ["checkpoint.async_save=sometimes"])
+
+
+def test_poll_with_the_step_count_decides_without_a_collective(tmp_path, monkeypatch):
+    _no_collectives(monkeypatch)
+    saves = BackgroundSave()
+    saves.start(AsyncRequest(None, (), []), tmp_path / "iter_0000001", lambda: None)
+    assert saves.poll(0) is None  # a count taken before this save started: the next step's counts it
+    assert saves.writing_here() == 0  # this rank had nothing to write
+    assert saves.poll(3) is None  # three ranks' writers still run
+    assert saves.pending == tmp_path / "iter_0000001"
